@@ -1,0 +1,93 @@
+"""Atomic file writes: write to a temp file in the same directory, fsync, then rename.
+
+A reader (or a resumed run) therefore sees either the old file or the complete new one, never
+a half-written file. Temp files are named `.<name>.tmp-<pid>-<rand>` and removed on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+TMP_MARK = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temp file next to `path`; on clean exit fsync and rename it onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    f = open(tmp, mode)  # noqa: SIM115 - closed below
+    try:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, path)
+    except BaseException:
+        f.close()
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Atomically write bytes to `path`."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Atomically write text (UTF-8) to `path`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Atomically write `obj` as pretty, key-sorted JSON."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
+    """Atomically `torch.save` an object."""
+    import torch
+
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def leftover_temp_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Temp files left by interrupted atomic writes under `root` (should be none after a run)."""
+    return [p for p in Path(root).rglob(f"*{TMP_MARK}*") if p.is_file()]
+
+
+def clean_temp_files(root: str | os.PathLike[str]) -> int:
+    """Remove temp files left by a killed process (called when a run resumes)."""
+    files = leftover_temp_files(root)
+    for p in files:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return len(files)
