@@ -1,0 +1,169 @@
+"""`multiteacher` command line: run | eval | report | data.
+
+User errors (bad config, missing data, bad teacher outputs) print one line on stderr and exit 2,
+with no traceback and no half-made run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from multiteacher.errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="multiteacher", description="Train students from many teachers at once.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def dirs(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data-dir", help="data directory (default: $MULTITEACHER_DATA)")
+        sp.add_argument("--cache-dir", help="cache directory (default: $MULTITEACHER_CACHE)")
+        sp.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config values, e.g. --set fit.lr=1e-3 seed=2")
+
+    r = sub.add_parser("run", help="run a recipe config")
+    r.add_argument("config", nargs="?", help="recipe YAML (optional with --resume)")
+    r.add_argument("--run-dir", help="run directory (default: runs/<name>)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
+    dirs(r)
+
+    e = sub.add_parser("eval", help="evaluate a finished run's student (optionally on another data dir)")
+    e.add_argument("run_dir")
+    dirs(e)
+
+    rep = sub.add_parser("report", help="tables (mean ± std) from one or several runs")
+    rep.add_argument("runs", nargs="+", help="run directories or results.json files")
+    rep.add_argument("--out", help="also write the markdown here")
+    rep.add_argument("--readme", help="paste the table into this file between results markers")
+    rep.add_argument("--marker", help="marker name for --readme")
+    rep.add_argument("--digits", type=int, default=3)
+
+    d = sub.add_parser("data", help="list or check the named datasets")
+    d.add_argument("action", choices=["list", "check"])
+    d.add_argument("names", nargs="*")
+    d.add_argument("--data-dir")
+    return p
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from multiteacher.config import config_hash, load_config
+    from multiteacher.data.registry import resolve_cache_dir, resolve_data_dir
+    from multiteacher.errors import ConfigError
+    from multiteacher.runs import execute_run, load_run_config
+
+    resume = args.resume is not None
+    if resume:
+        run_dir = Path(args.resume)
+        cfg = load_run_config(run_dir, args.overrides)
+        if args.config:
+            given = load_config(args.config, args.overrides)
+            if config_hash(given) != config_hash(cfg):
+                raise ConfigError(f"--resume {run_dir}: {args.config} differs from the run's saved config.yaml — "
+                                  "resume without CONFIG, or start a new run")
+    else:
+        if not args.config:
+            raise ConfigError("run: give a CONFIG file (e.g. recipes/example-tiny.yaml) or --resume RUN_DIR")
+        cfg = load_config(args.config, args.overrides)
+        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
+    data_dir = resolve_data_dir(args.data_dir)
+    cache_dir = resolve_cache_dir(args.cache_dir)
+    existed = run_dir.exists()
+    try:
+        results = execute_run(cfg, run_dir, data_dir, cache_dir, resume=resume)
+    except UserError:
+        if not resume and not existed and run_dir.exists() and os.environ.get("LOCAL_RANK", "0") == "0":
+            shutil.rmtree(run_dir, ignore_errors=True)  # leave nothing half-made
+        raise
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        print(json.dumps(results["metrics"], indent=2, sort_keys=True))
+        print(f"run directory: {run_dir}  (report: {run_dir / 'report.md'})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from multiteacher.data.registry import resolve_cache_dir, resolve_data_dir
+    from multiteacher.errors import ConfigError
+    from multiteacher.io import atomic_write_json
+    from multiteacher.recipes import load_recipe
+    from multiteacher.runs import RunContext, load_run_config
+
+    run_dir = Path(args.run_dir).resolve()
+    cfg = load_run_config(run_dir, args.overrides)
+    recipe = load_recipe(cfg.recipe)
+    if not hasattr(recipe, "evaluate"):
+        raise ConfigError(f"recipe {cfg.recipe!r} has no evaluate(); nothing to evaluate in {run_dir}")
+    data_dir = resolve_data_dir(args.data_dir)
+    ctx = RunContext(run_dir=run_dir, data_dir=data_dir, cache_dir=resolve_cache_dir(args.cache_dir), config=cfg)
+    metrics = recipe.evaluate(cfg, ctx)
+    tag = hashlib.sha256(f"{data_dir}|{sorted(args.overrides)}".encode()).hexdigest()[:8]
+    atomic_write_json(run_dir / "eval" / f"eval-{tag}.json",
+                      {"data_dir": str(data_dir), "overrides": args.overrides, "metrics": metrics})
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from multiteacher.errors import ConfigError
+    from multiteacher.io import atomic_write_text
+    from multiteacher.report import report_markdown, update_readme
+
+    md = report_markdown([Path(p) for p in args.runs], args.digits)
+    print(md)
+    if args.out:
+        atomic_write_text(args.out, md)
+    if args.readme:
+        if not args.marker:
+            raise ConfigError("report --readme needs --marker NAME (the <!-- results:NAME --> block to replace)")
+        update_readme(Path(args.readme), args.marker, md)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from multiteacher.data.registry import load_all, resolve_data_dir
+    from multiteacher.errors import DataError
+
+    datasets = load_all()
+    data_dir = resolve_data_dir(args.data_dir)
+    if args.action == "list":
+        for name, info in sorted(datasets.items()):
+            print(f"{name:24s} {info.description}")
+        return 0
+    names = args.names or sorted(datasets)
+    unknown = [n for n in names if n not in datasets]
+    if unknown:
+        raise DataError(f"unknown dataset(s) {unknown}; known: {', '.join(sorted(datasets))}")
+    failed = 0
+    for name in names:
+        try:
+            print(f"ok    {name:24s} {datasets[name].check(data_dir)}")
+        except UserError as e:
+            failed += 1
+            print(f"FAIL  {name:24s} {e}")
+    if failed:
+        raise DataError(f"{failed} dataset(s) failed the check in {data_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 user error)."""
+    args = _parser().parse_args(argv)
+    handlers: dict[str, Any] = {"run": cmd_run, "eval": cmd_eval, "report": cmd_report, "data": cmd_data}
+    try:
+        return int(handlers[args.cmd](args))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted — resume with `multiteacher run --resume RUN_DIR`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

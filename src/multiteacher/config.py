@@ -1,0 +1,195 @@
+"""Typed recipe configs: YAML + `--set a.b=c` overrides -> a validated pydantic model.
+
+Every section is a `StrictModel` (unknown keys rejected). A YAML file may say `defaults: base.yaml`
+(relative to itself) to inherit and override another file — the `-tiny` twins use this. Errors are
+one line naming the file, the dotted field and the fix (for unknown keys: the closest valid keys).
+The resolved config is saved with each run, and its hash identifies the run's settings.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from multiteacher.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FabricConfig(StrictModel):
+    """Lightning Fabric settings: where and how the fit loop runs."""
+
+    accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "cpu"
+    devices: int | Literal["auto"] = 1
+    strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"] = "auto"
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "32-true"
+    num_nodes: int = Field(1, ge=1)
+    deterministic: bool = True
+
+
+class RecipeConfig(StrictModel):
+    """Fields every recipe config has; recipes subclass it with their own sections."""
+
+    recipe: str
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    seed: int = Field(0, ge=0)
+    fabric: FabricConfig = FabricConfig()
+
+
+# --------------------------------------------------------------------------------------- loading
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, following `defaults:` chains (child keys override parent keys)."""
+    return _load_yaml(Path(path), seen=())
+
+
+def _load_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'defaults' chain loops back to itself — remove the cycle")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} — pass a path to a recipe YAML (see recipes/)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)}) — fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys to values")
+    parent = data.pop("defaults", None)
+    if parent is None:
+        return data
+    base = _load_yaml(path.parent / str(parent), (*seen, path))
+    return deep_merge(base, data)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge `over` into a copy of `base` (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: str = "--set") -> dict[str, Any]:
+    """Apply `a.b=c` overrides; values parse as YAML (`3`, `1e-3`, `true`, `[1,2]`, `null`)."""
+    out = copy.deepcopy(data)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source} {item!r}: expected KEY=VALUE, e.g. --set fit.lr=1e-3")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    return out
+
+
+def build_config(
+    data: dict[str, Any], source: str = "config", recipe_module: Any = None
+) -> RecipeConfig:
+    """Validate a raw mapping against its recipe's `Config`; raise one-line ConfigError on failure."""
+    if recipe_module is None:
+        from multiteacher.recipes import load_recipe
+
+        if "recipe" not in data:
+            raise ConfigError(f"{source}: missing field 'recipe' — add e.g. `recipe: example`")
+        recipe_module = load_recipe(str(data["recipe"]), source)
+    model_cls: type[RecipeConfig] = recipe_module.Config
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, model_cls, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+    """Load YAML (with `defaults:`), apply `--set` overrides, validate. The one entry point."""
+    data = apply_overrides(load_yaml(path), overrides)
+    return build_config(data, source=str(path))
+
+
+def _format_validation_error(err: ValidationError, model_cls: type[BaseModel], source: str) -> str:
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    dotted = ".".join(loc)
+    more = f" (and {err.error_count() - 1} more problem(s))" if err.error_count() > 1 else ""
+    if first["type"] == "extra_forbidden":
+        valid = _fields_at(model_cls, loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        where = ".".join(loc[:-1]) or "top level"
+        return (
+            f"{source}: unknown key '{dotted}' — {hint} valid keys at {where}: {', '.join(valid)}{more}"
+        ).replace("—  valid", "— valid")
+    if first["type"] == "missing":
+        return f"{source}: missing required field '{dotted}' — add it to the config{more}"
+    got = first.get("input")
+    got_s = repr(got) if not isinstance(got, dict) else "a mapping"
+    return f"{source}: field '{dotted}' = {got_s}: {first['msg']}{more}"
+
+
+def _fields_at(model_cls: type[BaseModel], loc: list[str]) -> list[str]:
+    """Names of the valid keys at a dotted location in the config schema (best effort)."""
+    cls: Any = model_cls
+    for part in loc:
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        cls = _model_in(field.annotation)
+        if cls is None:
+            return []
+    return sorted(getattr(cls, "model_fields", {}))
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+# ---------------------------------------------------------------------------------------- saving
+
+
+def config_dict(cfg: BaseModel) -> dict[str, Any]:
+    """Plain JSON-able dict of a config."""
+    return json.loads(cfg.model_dump_json())
+
+
+def config_hash(cfg: BaseModel, exclude_seed: bool = False) -> str:
+    """Short SHA-256 of the canonical JSON of a resolved config (seed optionally excluded)."""
+    d = config_dict(cfg)
+    if exclude_seed:
+        d.pop("seed", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_yaml(cfg: BaseModel) -> str:
+    """The resolved config as YAML (what a run saves as `config.yaml`)."""
+    return yaml.safe_dump(config_dict(cfg), sort_keys=False)

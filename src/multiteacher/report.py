@@ -1,0 +1,180 @@
+"""Reports: results.json files -> markdown tables (mean ± std over seeds/folds) and PNG plots.
+
+`write_run_report(run_dir)` writes one run's `report.md` and `plots/*.png` (training curves and
+validation metrics from metrics.jsonl). `aggregate(results)` groups the `rows` of one or several
+results files by their non-numeric fields (ignoring `seed` and `fold`) and gives mean ± std of
+every numeric field; `update_readme` pastes a generated table between
+`<!-- results:NAME -->` and `<!-- /results:NAME -->` so README tables are never typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from multiteacher.errors import DataError
+from multiteacher.io import atomic_write_text
+
+AGGREGATED_OVER = ("seed", "fold")
+
+
+def load_results(paths: list[Path]) -> list[dict[str, Any]]:
+    """Read results.json files (a run directory stands for its results.json)."""
+    out = []
+    for p in paths:
+        f = p / "results.json" if p.is_dir() else p
+        if not f.exists():
+            raise DataError(f"{f}: no results.json — the run has not finished (resume it with --resume)")
+        try:
+            out.append(json.loads(f.read_text()))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{f}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std, n
+
+
+def aggregate(results: list[dict[str, Any]], over: tuple[str, ...] = AGGREGATED_OVER) -> list[dict[str, Any]]:
+    """Group rows (and top-level metrics) across results; numeric fields -> (mean, std, n)."""
+    groups: dict[tuple[tuple[str, Any], ...], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    order: list[tuple[tuple[str, Any], ...]] = []
+    for res in results:
+        rows = res.get("rows") or [{"name": res.get("name"), **res.get("metrics", {})}]
+        for row in rows:
+            key = tuple((k, v) for k, v in row.items()
+                        if k not in over and not _is_number(v))
+            if key not in groups:
+                order.append(key)
+            for k, v in row.items():
+                if k not in over and _is_number(v):
+                    groups[key][k].append(float(v))
+    table = []
+    for key in order:
+        entry: dict[str, Any] = dict(key)
+        for k, vals in groups[key].items():
+            entry[k] = _mean_std(vals)
+        table.append(entry)
+    return table
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def format_table(table: list[dict[str, Any]], digits: int = 3) -> str:
+    """Markdown table; numeric cells as `mean ± std` (n shown once in the header when constant)."""
+    if not table:
+        return "_no rows_\n"
+    cols: list[str] = []
+    for entry in table:
+        cols += [k for k in entry if k not in cols]
+    ns = {v[2] for e in table for v in e.values() if isinstance(v, tuple)}
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for e in table:
+        cells = []
+        for c in cols:
+            v = e.get(c, "")
+            if isinstance(v, tuple):
+                mean, std, n = v
+                cell = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
+                if len(ns) > 1:
+                    cell += f" (n={n})"
+                cells.append(cell)
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    foot = f"\nmean ± sample std over n={ns.pop()} runs/folds\n" if len(ns) == 1 and max(ns or {1}) > 1 else ""
+    return "\n".join(lines) + "\n" + foot
+
+
+def report_markdown(paths: list[Path], digits: int = 3) -> str:
+    """Aggregated markdown table for several runs, with provenance (commits, config hashes)."""
+    results = load_results(paths)
+    table = format_table(aggregate(results), digits)
+    commits = sorted({r.get("commit", "unknown") for r in results})
+    seeds = sorted({r.get("seed") for r in results})
+    return table + f"\nruns: {len(results)}; seeds: {seeds}; commits: {', '.join(c[:12] for c in commits)}\n"
+
+
+def update_readme(readme: Path, marker: str, content: str) -> None:
+    """Replace the block between `<!-- results:MARKER -->` and `<!-- /results:MARKER -->`."""
+    text = readme.read_text()
+    pattern = re.compile(rf"(<!-- results:{re.escape(marker)} -->\n).*?(<!-- /results:{re.escape(marker)} -->)", re.S)
+    if not pattern.search(text):
+        raise DataError(f"{readme}: marker <!-- results:{marker} --> ... <!-- /results:{marker} --> not found — add it")
+    atomic_write_text(readme, pattern.sub(lambda m: m.group(1) + content + m.group(2), text))
+
+
+def plot_metrics(run_dir: Path) -> list[Path]:
+    """PNG plots of metrics.jsonl: one figure per fit with train loss and validation metrics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from multiteacher.runs import read_metrics
+
+    records = read_metrics(run_dir / "metrics.jsonl")
+    by_fit: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if "fit" in r and "step" in r:
+            by_fit[r["fit"]].append(r)
+    out = []
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    for fit_name, recs in by_fit.items():
+        train = [(r["step"], r["train/loss"]) for r in recs if "train/loss" in r]
+        val_keys = sorted({k for r in recs for k in r if k.startswith("val")})
+        ncols = 1 + (1 if val_keys else 0)
+        fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 3.5), squeeze=False)
+        if train:
+            xs, ys = zip(*sorted(dict(train).items()))
+            axes[0][0].plot(xs, ys)
+        axes[0][0].set(title=f"{fit_name}: train loss", xlabel="step")
+        if val_keys:
+            ax = axes[0][1]
+            for k in val_keys:
+                pts = sorted({r["step"]: r[k] for r in recs if k in r}.items())
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=k)
+            ax.set(title=f"{fit_name}: validation", xlabel="step")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = plots / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', fit_name)}.png"
+        tmp = path.with_name(f".{path.name}.tmp-plot.png")
+        fig.savefig(tmp, dpi=90)
+        plt.close(fig)
+        tmp.replace(path)
+        out.append(path)
+    return out
+
+
+def write_run_report(run_dir: Path) -> Path:
+    """report.md (metrics, aggregated rows, plots) for one finished run."""
+    res = load_results([run_dir])[0]
+    plots = plot_metrics(run_dir)
+    lines = [f"# Run `{res['name']}` ({res['recipe']})", "",
+             f"- seed: {res['seed']}; config hash: `{res['config_hash']}`; commit: `{res['commit']}`",
+             f"- wall time: {res['wall_time_s']:.1f} s (last session; sessions: {res['sessions']});"
+             f" processes: {res.get('world_size', 1)}", "", "## Metrics", ""]
+    if res.get("metrics"):
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" if _is_number(v) else f"| {k} | {v} |" for k, v in res["metrics"].items()]
+    if res.get("rows"):
+        lines += ["", "## Results", "", format_table(aggregate([res]))]
+    extra = sorted((run_dir / "plots").glob("*.png"))
+    if extra:
+        lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in extra]
+    del plots
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
