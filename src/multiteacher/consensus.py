@@ -1,0 +1,268 @@
+"""Consensus over a stacked teacher dimension: pure functions on tensors.
+
+Every function takes teacher predictions stacked on ``dim`` (default 1), e.g. dense maps
+``(B, K, C, H, W)`` or vectors ``(B, K, D)``, and reduces that dimension away. Two optional inputs:
+
+- ``weights``: per-teacher weights, shape ``(K,)`` or ``(B, K)`` (or anything broadcastable to ``x``
+  once the teacher dimension lines up); they need not sum to one.
+- ``valid``: boolean validity mask broadcastable to ``x`` (e.g. ``(B, K, 1, H, W)``): a teacher may
+  not cover every element. Elements with no valid teacher get ``fill`` (default 0) and are excluded
+  by :func:`agreement_mask`.
+
+Used by NGC (Leordeanu et al., AAAI 2021: per-pixel median over paths, kept where the paths agree)
+and by multi-teacher ensembles. Tests compare each op with numpy / scipy (``np.ma.average``,
+``np.ma.median``, ``scipy.stats.trim_mean``, ``scipy.stats.median_abs_deviation``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from multiteacher.errors import ConfigError
+
+__all__ = [
+    "METHODS",
+    "Vote",
+    "agreement_mask",
+    "combine",
+    "dispersion",
+    "mean",
+    "median",
+    "trimmed_mean",
+    "vote",
+    "weighted",
+]
+
+
+def _prep(x: Tensor, valid: Tensor | None, dim: int) -> tuple[Tensor, Tensor]:
+    """Return (x moved to last dim, valid bool of same shape moved to last dim)."""
+    v = torch.ones_like(x, dtype=torch.bool) if valid is None else torch.broadcast_to(valid.to(torch.bool), x.shape)
+    return x.movedim(dim, -1), v.movedim(dim, -1)
+
+
+def _weights(x: Tensor, weights: Tensor | None, dim: int) -> Tensor:
+    """Broadcast per-teacher weights (K,) or (B, K) to ``x``'s shape."""
+    if weights is None:
+        return torch.ones_like(x)
+    w = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
+    d = dim % x.ndim
+    if w.ndim == 1:
+        shape = [1] * x.ndim
+        shape[d] = w.shape[0]
+        w = w.reshape(shape)
+    elif w.ndim == 2 and d == 1:
+        w = w.reshape(w.shape + (1,) * (x.ndim - 2))
+    if (w < 0).any():
+        raise ConfigError("consensus weights must be non-negative; got a negative teacher weight")
+    return torch.broadcast_to(w, x.shape)
+
+
+def mean(
+    x: Tensor, weights: Tensor | None = None, valid: Tensor | None = None, dim: int = 1, fill: float = 0.0
+) -> Tensor:
+    """Weighted, masked mean over teachers: ``Σ_k w_k v_k x_k / Σ_k w_k v_k``.
+
+    Shapes: ``x`` (B, K, ...) -> (B, ...). Elements whose total weight is 0 get ``fill``.
+    """
+    return _wmean(x, _weights(x, weights, dim), valid, dim, fill)
+
+
+def _sorted_valid(x: Tensor, valid: Tensor | None, dim: int) -> tuple[Tensor, Tensor]:
+    """Sort along the teacher dim with invalid entries pushed to the end; return (sorted, n_valid)."""
+    xm, vm = _prep(x, valid, dim)
+    big = torch.where(vm, xm, torch.full_like(xm, float("inf")))
+    s, _ = torch.sort(big, dim=-1)
+    n = vm.sum(-1)
+    return s, n
+
+
+def median(x: Tensor, valid: Tensor | None = None, dim: int = 1, fill: float = 0.0) -> Tensor:
+    """Masked median over teachers; for an even count it is the mean of the two middle values.
+
+    (``torch.median`` returns the lower middle value instead; we want the true median, as numpy.)
+    Shapes: ``x`` (B, K, ...) -> (B, ...). Elements without a valid teacher get ``fill``.
+    """
+    s, n = _sorted_valid(x, valid, dim)
+    lo = ((n - 1).clamp(min=0) // 2).unsqueeze(-1)
+    hi = (n // 2).clamp(max=s.shape[-1] - 1).unsqueeze(-1)
+    a = torch.gather(s, -1, lo).squeeze(-1)
+    b = torch.gather(s, -1, hi).squeeze(-1)
+    ok = n > 0
+    a = torch.where(ok, a, torch.zeros_like(a))
+    b = torch.where(ok, b, torch.zeros_like(b))
+    return torch.where(ok, (a + b) / 2, torch.full_like(a, fill))
+
+
+def trimmed_mean(x: Tensor, trim: float = 0.1, valid: Tensor | None = None, dim: int = 1, fill: float = 0.0) -> Tensor:
+    """Mean after cutting ``floor(trim * n)`` values from each end (n = valid teachers per element).
+
+    Same convention as ``scipy.stats.trim_mean(a, proportiontocut=trim)``. ``trim`` in [0, 0.5).
+    """
+    if not 0.0 <= trim < 0.5:
+        raise ConfigError(f"trimmed_mean: trim must be in [0, 0.5), got {trim}")
+    s, n = _sorted_valid(x, valid, dim)
+    g = torch.floor(n.to(torch.float64) * trim).to(n.dtype).unsqueeze(-1)
+    r = torch.arange(s.shape[-1], device=s.device)
+    keep = (r >= g) & (r < n.unsqueeze(-1) - g)
+    cnt = keep.sum(-1)
+    tot = torch.where(keep, s, torch.zeros_like(s)).sum(-1)
+    return torch.where(cnt > 0, tot / cnt.clamp(min=1).to(s.dtype), torch.full_like(tot, fill))
+
+
+def weighted(
+    x: Tensor,
+    var: Tensor,
+    weights: Tensor | None = None,
+    valid: Tensor | None = None,
+    dim: int = 1,
+    eps: float = 1e-8,
+    fill: float = 0.0,
+) -> Tensor:
+    """Inverse-variance weighted mean: ``Σ_k x_k / (σ²_k + eps) / Σ_k 1 / (σ²_k + eps)``.
+
+    ``var`` is each teacher's predicted variance (same shape as ``x``, or broadcastable, e.g. one
+    variance per teacher ``(1, K, 1, ...)``); optional extra per-teacher ``weights`` multiply in.
+    This is the minimum-variance unbiased combination of independent estimates.
+    """
+    if (var < 0).any():
+        raise ConfigError("weighted consensus: variances must be non-negative")
+    w = 1.0 / (torch.broadcast_to(var, x.shape).to(x.dtype) + eps)
+    w = w * _weights(x, weights, dim)
+    return _wmean(x, w, valid, dim, fill)
+
+
+def _wmean(x: Tensor, w: Tensor, valid: Tensor | None, dim: int, fill: float) -> Tensor:
+    if valid is not None:
+        w = w * torch.broadcast_to(valid.to(torch.bool), x.shape).to(x.dtype)
+    den = w.sum(dim)
+    num = (w * torch.where(w > 0, x, torch.zeros_like(x))).sum(dim)  # NaN in invalid entries is harmless
+    safe = torch.where(den > 0, den, torch.ones_like(den))
+    return torch.where(den > 0, num / safe, torch.full_like(num, fill))
+
+
+def dispersion(x: Tensor, kind: str = "std", valid: Tensor | None = None, dim: int = 1) -> tuple[Tensor, Tensor]:
+    """Per-element spread over teachers; returns ``(dispersion, n_valid)``.
+
+    ``std``: population standard deviation (ddof = 0) of the valid teachers.
+    ``mad``: median absolute deviation from the (true) median, unscaled (no 1.4826 factor),
+    as ``scipy.stats.median_abs_deviation(scale=1.0)``.
+    """
+    xm, vm = _prep(x, valid, dim)
+    n = vm.sum(-1)
+    if kind == "std":
+        m = mean(xm, valid=vm, dim=-1)
+        d2 = torch.where(vm, (xm - m.unsqueeze(-1)) ** 2, torch.zeros_like(xm))
+        var = d2.sum(-1) / n.clamp(min=1).to(xm.dtype)
+        return var.clamp(min=0).sqrt(), n
+    if kind == "mad":
+        med = median(xm, valid=vm, dim=-1)
+        return median((xm - med.unsqueeze(-1)).abs(), valid=vm, dim=-1), n
+    raise ConfigError(f"unknown dispersion {kind!r}; use 'std' or 'mad'")
+
+
+def agreement_mask(
+    x: Tensor,
+    threshold: float | None = None,
+    quantile: float | None = None,
+    kind: str = "std",
+    valid: Tensor | None = None,
+    dim: int = 1,
+    reduce_dims: tuple[int, ...] = (),
+    min_valid: int = 1,
+) -> tuple[Tensor, Tensor]:
+    """Where do the teachers agree? Returns ``(mask, coverage)``.
+
+    Dispersion (``kind`` = ``std`` | ``mad``, see :func:`dispersion`) is computed per element over
+    the teacher dim; ``reduce_dims`` (dims of the *output*, e.g. ``(1,)`` for the channel of
+    ``(B, C, H, W)``) averages it, so a pixel of a normal map is kept or dropped as a whole.
+    Keep elements with dispersion ``<= threshold`` (absolute), or, with ``quantile`` = q, those with
+    dispersion ``<=`` the per-sample q-quantile of the dispersions of that sample's elements (so
+    roughly a fraction q is kept). Elements with fewer than ``min_valid`` valid teachers are dropped.
+    ``coverage`` is the kept fraction of all output elements (a 0-dim float tensor).
+    """
+    if (threshold is None) == (quantile is None):
+        raise ConfigError("agreement_mask: give exactly one of threshold= or quantile=")
+    d, n = dispersion(x, kind=kind, valid=valid, dim=dim)
+    ok = n >= max(min_valid, 1)
+    if reduce_dims:
+        d = torch.where(ok, d, torch.zeros_like(d))
+        cnt = ok.to(d.dtype).sum(reduce_dims, keepdim=True)
+        d = d.sum(reduce_dims, keepdim=True) / cnt.clamp(min=1)
+        ok = cnt > 0
+        d = torch.broadcast_to(d, n.shape)
+        ok = torch.broadcast_to(ok, n.shape)
+    if threshold is not None:
+        mask = ok & (d <= threshold)
+    else:
+        if not 0.0 <= float(quantile) <= 1.0:
+            raise ConfigError(f"agreement_mask: quantile must be in [0, 1], got {quantile}")
+        flat = torch.where(ok, d, torch.full_like(d, float("nan"))).reshape(d.shape[0], -1).float()
+        q = torch.nanquantile(flat, float(quantile), dim=1)
+        q = q.reshape((-1,) + (1,) * (d.ndim - 1)).to(d.dtype)
+        mask = ok & (d <= q)
+    coverage = mask.float().mean() if mask.numel() else torch.tensor(0.0)
+    return mask, coverage
+
+
+class Vote(NamedTuple):
+    """Categorical consensus: ``labels`` (B, ...), ``probs`` (B, C, ...), ``confidence`` (B, ...)."""
+
+    labels: Tensor
+    probs: Tensor
+    confidence: Tensor
+
+
+def vote(
+    probs: Tensor,
+    method: str = "mean",
+    weights: Tensor | None = None,
+    valid: Tensor | None = None,
+    dim: int = 1,
+    class_dim: int = 2,
+    from_logits: bool = False,
+) -> Vote:
+    """Categorical consensus of K teachers' class distributions ``(B, K, C, ...)``.
+
+    ``mean``: weighted average of the probabilities; ``confidence = 1 - H(p̄) / log C``
+    (entropy-based, 1 = one-hot, 0 = uniform). ``majority``: each valid teacher casts its weight for
+    its argmax class; ``probs`` is the normalised vote histogram, ``confidence`` the winner's vote
+    share. Ties go to the lowest class index (like ``torch.argmax``/``scipy.stats.mode``).
+    Elements with no valid teacher get uniform probs and confidence 0.
+    """
+    p = probs.softmax(class_dim) if from_logits else probs
+    C = p.shape[class_dim]
+    if method == "mean":
+        v = None if valid is None else torch.broadcast_to(valid.to(torch.bool), p.shape)
+        pbar = mean(p, weights=weights, valid=v, dim=dim, fill=1.0 / C)
+        cdim = class_dim - 1 if class_dim > dim else class_dim
+        ent = -(pbar * pbar.clamp(min=1e-30).log()).sum(cdim)
+        conf = 1.0 - ent / math.log(C) if C > 1 else torch.ones_like(ent)
+        return Vote(pbar.argmax(cdim), pbar, conf.clamp(0.0, 1.0))
+    if method == "majority":
+        top = p.argmax(class_dim, keepdim=True)
+        onehot = torch.zeros_like(p).scatter_(class_dim, top, 1.0)
+        w = _weights(onehot, weights, dim)
+        if valid is not None:
+            w = w * torch.broadcast_to(valid.to(torch.bool), p.shape).to(p.dtype)
+        counts = (w * onehot).sum(dim)
+        cdim = class_dim - 1 if class_dim > dim else class_dim
+        tot = counts.sum(cdim, keepdim=True)
+        hist = torch.where(tot > 0, counts / tot.clamp(min=1e-30), torch.full_like(counts, 1.0 / C))
+        conf = torch.where(tot.squeeze(cdim) > 0, hist.amax(cdim), torch.zeros_like(tot.squeeze(cdim)))
+        return Vote(hist.argmax(cdim), hist, conf)
+    raise ConfigError(f"unknown vote method {method!r}; use 'mean' or 'majority'")
+
+
+METHODS = ("mean", "median", "trimmed_mean", "weighted")
+
+
+def combine(x: Tensor, method: str = "median", **kwargs) -> Tensor:
+    """Dispatch by name (for configs): ``mean`` | ``median`` | ``trimmed_mean`` | ``weighted``."""
+    fns = {"mean": mean, "median": median, "trimmed_mean": trimmed_mean, "weighted": weighted}
+    if method not in fns:
+        raise ConfigError(f"unknown consensus method {method!r}; choose one of {', '.join(METHODS)}")
+    return fns[method](x, **kwargs)

@@ -1,0 +1,179 @@
+"""Instance-level routing over K teachers: gates, top-k selection, load-balancing losses, statistics.
+
+Used by MST-Distill (Li et al., ACM MM 2025), where a router picks, per instance, which specialised
+teacher the student distils from. Pure functions first; :class:`Router` is a thin module on top.
+
+Shapes: router ``logits`` are ``(B, K)``; routing ``probs``/``weights`` are ``(B, K)`` rows summing to 1.
+References: top-k gating and the coefficient-of-variation balance loss follow Shazeer et al.,
+"Outrageously Large Neural Networks" (2017); the KL-to-uniform balance term is the usual
+``KL(mean_b p_b || U)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from multiteacher.errors import ConfigError
+
+__all__ = [
+    "Router",
+    "RouterOutput",
+    "load_balance_cv",
+    "load_balance_kl",
+    "routing_stats",
+    "softmax_weights",
+    "topk_weights",
+]
+
+
+def softmax_weights(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """``softmax(logits / temperature)`` over the teacher dim (last); computed in fp32."""
+    if temperature <= 0:
+        raise ConfigError(f"router temperature must be > 0, got {temperature}")
+    return (logits.float() / temperature).softmax(-1).to(logits.dtype)
+
+
+def topk_weights(logits: Tensor, k: int, temperature: float = 1.0, hard: bool = False) -> tuple[Tensor, Tensor]:
+    """Top-k routing; returns ``(weights (B, K), indices (B, k))``.
+
+    Soft: softmax over the k largest logits only (others get weight 0), renormalised to sum 1;
+    gradients reach the selected logits. Hard: forward weights are exactly ``1/k`` on the selected
+    teachers (``k = 1``: one-hot); backward uses the straight-through estimator through the full
+    softmax (``w_hard + p - p.detach()``). Ties in the logits go to the lower index.
+    """
+    K = logits.shape[-1]
+    if not 1 <= k <= K:
+        raise ConfigError(f"router top_k must be between 1 and the number of teachers ({K}), got {k}")
+    if temperature <= 0:
+        raise ConfigError(f"router temperature must be > 0, got {temperature}")
+    z = logits.float() / temperature
+    # stable sort gives ties to the lower index
+    idx = torch.sort(z, dim=-1, descending=True, stable=True).indices[..., :k]
+    sel = torch.zeros_like(z, dtype=torch.bool).scatter_(-1, idx, True)
+    if hard:
+        p = z.softmax(-1)
+        w_hard = sel.to(z.dtype) / k
+        w = w_hard + p - p.detach()
+    else:
+        w = z.masked_fill(~sel, -1e30).softmax(-1) * sel
+    return w.to(logits.dtype), idx
+
+
+def load_balance_kl(probs: Tensor, mask: Tensor | None = None, eps: float = 1e-12) -> Tensor:
+    """``KL(p̄ || U) = Σ_k p̄_k log(K p̄_k)`` with ``p̄`` the batch-mean routing distribution.
+
+    Zero when teachers are used equally on average; ``log K`` when one teacher takes everything.
+    ``mask`` (B,) selects the rows that count.
+    """
+    p = probs.float()
+    if mask is not None:
+        m = mask.to(p.dtype).reshape(-1, 1)
+        pbar = (p * m).sum(0) / m.sum().clamp(min=1)
+    else:
+        pbar = p.mean(0)
+    K = p.shape[-1]
+    return (pbar * (pbar.clamp(min=eps) * K).log()).sum()
+
+
+def load_balance_cv(probs: Tensor, squared: bool = True, eps: float = 1e-10) -> Tensor:
+    """Coefficient of variation of per-teacher importance ``I_k = Σ_b p_{b,k}``: ``std(I) / mean(I)``.
+
+    Population std (ddof = 0), as ``scipy.stats.variation``; ``squared=True`` returns CV² as in
+    Shazeer et al. (2017). Zero for perfectly balanced routing.
+    """
+    imp = probs.float().sum(0)
+    if imp.numel() < 2:
+        return imp.sum() * 0.0
+    var = ((imp - imp.mean()) ** 2).mean()
+    cv2 = var / (imp.mean() ** 2 + eps)
+    return cv2 if squared else (cv2 + eps).sqrt()
+
+
+def routing_stats(probs: Tensor, names: list[str] | None = None) -> dict:
+    """Per-teacher usage for reports (plain floats): argmax share, mean weight, mean entropy.
+
+    Returns ``{"usage": {name: share}, "mean_weight": {name: w}, "entropy": H, "n": B}`` where
+    ``usage`` is the fraction of instances whose top teacher is k, ``entropy`` the mean routing
+    entropy in nats.
+    """
+    p = probs.detach().float()
+    B, K = p.shape
+    names = names or [f"teacher{k}" for k in range(K)]
+    if len(names) != K:
+        raise ConfigError(f"routing_stats: {len(names)} names for {K} teachers")
+    counts = torch.bincount(p.argmax(-1), minlength=K).float() / max(B, 1)
+    mw = p.mean(0) if B else torch.zeros(K)
+    ent = -(p * p.clamp(min=1e-30).log()).sum(-1).mean().item() if B else 0.0
+    return {
+        "usage": {n: float(c) for n, c in zip(names, counts)},
+        "mean_weight": {n: float(w) for n, w in zip(names, mw)},
+        "entropy": float(ent),
+        "n": int(B),
+    }
+
+
+class RouterOutput(NamedTuple):
+    """``logits`` (B, K) raw gate scores; ``weights`` (B, K) routing weights; ``indices`` (B, k) or None."""
+
+    logits: Tensor
+    weights: Tensor
+    indices: Tensor | None
+
+
+class Router(nn.Module):
+    """Instance-level gate over ``num_teachers`` teachers.
+
+    Vector inputs ``(B, D)`` (``in_features=D``): MLP ``D -> hidden -> K``.
+    Dense inputs ``(B, C, H, W)`` (``in_channels=C``): 3×3 conv -> ReLU -> global average pool -> linear.
+    Output weights: softmax with ``temperature``; with ``top_k`` set, :func:`topk_weights`
+    (``hard`` = straight-through k-hot).
+    """
+
+    def __init__(
+        self,
+        num_teachers: int,
+        in_features: int | None = None,
+        in_channels: int | None = None,
+        hidden: int = 64,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        hard: bool = False,
+    ) -> None:
+        super().__init__()
+        if (in_features is None) == (in_channels is None):
+            raise ConfigError("Router: give exactly one of in_features= (vectors) or in_channels= (dense maps)")
+        if num_teachers < 1:
+            raise ConfigError(f"Router: num_teachers must be >= 1, got {num_teachers}")
+        if top_k is not None and not 1 <= top_k <= num_teachers:
+            raise ConfigError(f"Router: top_k must be in [1, {num_teachers}], got {top_k}")
+        if temperature <= 0:
+            raise ConfigError(f"Router: temperature must be > 0, got {temperature}")
+        self.num_teachers, self.temperature, self.top_k, self.hard = num_teachers, temperature, top_k, hard
+        self.dense = in_channels is not None
+        if self.dense:
+            self.net = nn.Sequential(
+                nn.Conv2d(in_channels, hidden, 3, padding=1),
+                nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(hidden, num_teachers),
+            )
+        else:
+            self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_teachers))
+
+    def forward(self, x: Tensor) -> RouterOutput:
+        want = 4 if self.dense else 2
+        if x.ndim != want:
+            kind = "(B, C, H, W)" if self.dense else "(B, D)"
+            raise ValueError(f"Router expects input of shape {kind}, got {tuple(x.shape)}")
+        logits = self.net(x)
+        if self.top_k is None:
+            return RouterOutput(logits, softmax_weights(logits, self.temperature), None)
+        w, idx = topk_weights(logits, self.top_k, self.temperature, self.hard)
+        return RouterOutput(logits, w, idx)
+
+    def extra_repr(self) -> str:
+        return f"K={self.num_teachers}, T={self.temperature}, top_k={self.top_k}, hard={self.hard}"
