@@ -1,0 +1,1 @@
+"""Engine: Fabric setup, the fit loop, and the job executor."""

@@ -1,0 +1,36 @@
+"""Teachers: protocol and adapters (`base`), pools (`pool`) and the on-disk output cache (`cache`).
+
+Names are imported lazily so that `multiteacher.teachers.cache` works without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Teacher": "base",
+    "ModuleTeacher": "base",
+    "PrecomputedTeacher": "base",
+    "fingerprint_obj": "base",
+    "fingerprint_array": "base",
+    "fingerprint_state_dict": "base",
+    "fingerprint_module": "base",
+    "fingerprint_files": "base",
+    "data_fingerprint": "base",
+    "TeacherPool": "pool",
+    "StackedCache": "pool",
+    "TeacherCache": "cache",
+    "CachedArray": "cache",
+    "cached_outputs": "cache",
+    "teacher_outputs": "cache",
+    "ids_fingerprint": "cache",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

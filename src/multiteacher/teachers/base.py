@@ -1,0 +1,352 @@
+"""Teachers: the `Teacher` protocol, fingerprints, and adapters for modules and precomputed outputs.
+
+A teacher has a `name`, a `fingerprint` (a hex digest of its weights + config + code version, so
+that a changed teacher never reuses a stale cache) and `predict(batch)`, which runs in eval mode
+under `torch.inference_mode()`. Adapters are plain objects, not `nn.Module`s: assigning one to a
+student attribute does not register it as a submodule, so teachers never end up in student
+checkpoints or optimisers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+import multiteacher
+from multiteacher.errors import DataError, UserError
+from multiteacher.io import sha256_file
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """What recipes, pools and caches need from a teacher."""
+
+    name: str
+
+    @property
+    def fingerprint(self) -> str:
+        """Hex digest that changes whenever the teacher's outputs could change."""
+        ...
+
+    def predict(self, batch: Any) -> Any:
+        """Outputs for one batch (eval mode, no autograd)."""
+        ...
+
+
+# ----------------------------------------------------------------------------- fingerprints
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray | torch.Tensor):
+        return {"__array__": fingerprint_array(o)}
+    if isinstance(o, set | frozenset):
+        return sorted(o, key=repr)
+    return repr(o)
+
+
+def fingerprint_obj(obj: Any) -> str:
+    """SHA-256 of a JSON-able object (keys sorted), e.g. a config dict."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _update_tensor(h: Any, t: torch.Tensor | np.ndarray) -> None:
+    if isinstance(t, np.ndarray):
+        a = np.ascontiguousarray(t)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.reshape(-1).view(np.uint8).data)
+        return
+    t = t.detach().cpu().contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+
+
+def fingerprint_array(a: torch.Tensor | np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and bytes."""
+    h = hashlib.sha256()
+    _update_tensor(h, a)
+    return h.hexdigest()
+
+
+def fingerprint_state_dict(state: Mapping[str, Any]) -> str:
+    """SHA-256 over a state dict's names, dtypes, shapes and bytes (order-independent)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode() + b"\0")
+        v = state[k]
+        if isinstance(v, torch.Tensor | np.ndarray):
+            _update_tensor(h, v)
+        else:
+            h.update(fingerprint_obj(v).encode())
+    return h.hexdigest()
+
+
+def fingerprint_module(module: nn.Module, config: Any = None, code_version: str | None = None) -> str:
+    """Fingerprint of a module: class, weights and buffers, `config`, and the code version."""
+    parts = {
+        "class": f"{type(module).__module__}.{type(module).__qualname__}",
+        "state": fingerprint_state_dict(module.state_dict()),
+        "config": fingerprint_obj(config),
+        "code": code_version if code_version is not None else multiteacher.__version__,
+    }
+    return fingerprint_obj(parts)
+
+
+def fingerprint_files(paths: Iterable[str | os.PathLike[str]], base: str | os.PathLike[str] | None = None) -> str:
+    """SHA-256 over files' names (relative to `base`, else the file name) and contents."""
+    h = hashlib.sha256()
+    for p in sorted(Path(p) for p in paths):
+        if not p.is_file():
+            raise DataError(f"cannot fingerprint {p}: not a file — check the path")
+        rel = p.relative_to(base).as_posix() if base is not None else p.name
+        h.update(f"{rel}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+def data_fingerprint(
+    ids: Sequence[Any] | None = None,
+    files: Iterable[str | os.PathLike[str]] = (),
+    config: Any = None,
+) -> str:
+    """Fingerprint of a dataset: its sample ids, the files it reads, and the config that derives it.
+
+    Use the config for generated or transformed data (scene seeds, resolution, SNR, PCA share),
+    the files for data read from disk, and the ids for the selection/order of samples.
+    """
+    parts = {
+        "ids": None if ids is None else fingerprint_obj([_plain_id(i) for i in ids]),
+        "files": fingerprint_files(files) if files else None,
+        "config": fingerprint_obj(config),
+    }
+    return fingerprint_obj(parts)
+
+
+def _plain_id(i: Any) -> int | str:
+    if isinstance(i, np.generic | torch.Tensor):
+        i = i.item()
+    if isinstance(i, bool) or not isinstance(i, int | str):
+        raise UserError(f"sample id {i!r} has type {type(i).__name__}; sample ids must be int or str")
+    return i
+
+
+# ----------------------------------------------------------------------------- adapters
+
+
+def to_device(batch: Any, device: torch.device | str | None) -> Any:
+    """Move tensors in a (nested) batch to `device`."""
+    if device is None:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return type(batch)({k: to_device(v, device) for k, v in batch.items()})  # type: ignore[call-arg]
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class ModuleTeacher:
+    """A frozen `nn.Module` as a teacher.
+
+    `forward(module, batch)` adapts the batch to the module (default: `module(batch)`); `output`
+    picks the teacher's output from the module's return value (a key, an index or a callable).
+    The module is put in eval mode, its parameters are frozen, and `predict` runs under
+    `torch.inference_mode()`. The fingerprint covers class, weights, buffers, `config` and the
+    code version; it is recomputed when any weight is modified in place.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        name: str | None = None,
+        *,
+        config: Any = None,
+        forward: Callable[[nn.Module, Any], Any] | None = None,
+        output: str | int | Callable[[Any], Any] | None = None,
+        device: torch.device | str | None = None,
+        code_version: str | None = None,
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise UserError(f"ModuleTeacher needs an nn.Module, got {type(module).__name__}")
+        self.module = module.eval().requires_grad_(False)
+        if device is not None:
+            self.module.to(device)
+        self.name = name or type(module).__name__
+        self.config = config
+        self.device = device
+        self.code_version = code_version
+        self._forward = forward
+        self._output = output
+        self._fp: tuple[tuple[int, ...] | None, str] | None = None
+
+    def _versions(self) -> tuple[int, ...] | None:
+        """In-place version counters of all weights (None if untracked: then never memoised)."""
+        try:
+            return tuple(t._version for t in self.module.state_dict(keep_vars=True).values())
+        except RuntimeError:  # inference tensors have no version counter
+            return None
+
+    @property
+    def fingerprint(self) -> str:
+        versions = self._versions()
+        if self._fp is None or versions is None or self._fp[0] != versions:
+            fp = fingerprint_module(self.module, {"name": self.name, "config": self.config}, self.code_version)
+            self._fp = (versions, fp)
+        return self._fp[1]
+
+    def _pick(self, out: Any) -> Any:
+        sel = self._output
+        if sel is None:
+            return out
+        if callable(sel):
+            return sel(out)
+        return out[sel]
+
+    def predict(self, batch: Any) -> Any:
+        """Teacher outputs for `batch` (eval mode, inference mode, on the teacher's device)."""
+        if self.module.training:
+            self.module.eval()
+        with torch.inference_mode():
+            batch = to_device(batch, self.device)
+            out = self._forward(self.module, batch) if self._forward else self.module(batch)
+            return self._pick(out)
+
+    __call__ = predict
+
+    def features(self, batch: Any, paths: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Outputs of the submodules named by `paths` (e.g. `"encoder.layer.3"`), via forward hooks."""
+        modules = dict(self.module.named_modules())
+        missing = [p for p in paths if p not in modules]
+        if missing:
+            raise UserError(
+                f"teacher {self.name!r} has no submodule {missing[0]!r}; "
+                f"choose from {', '.join(list(modules)[1:12])}, ..."
+            )
+        feats: dict[str, torch.Tensor] = {}
+        hooks = [modules[p].register_forward_hook(lambda _m, _i, o, p=p: feats.__setitem__(p, o)) for p in paths]
+        try:
+            self.predict(batch)
+        finally:
+            for h in hooks:
+                h.remove()
+        return feats
+
+    def __repr__(self) -> str:
+        return f"ModuleTeacher(name={self.name!r}, module={type(self.module).__name__})"
+
+
+class PrecomputedTeacher:
+    """Outputs computed elsewhere (a file or an array), looked up by sample id.
+
+    `predict(batch)` takes a sequence of sample ids, or a mapping with an `"ids"` or `"id"` entry,
+    and returns the matching rows as a tensor. Without `ids`, sample id `i` is row `i`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        outputs: np.ndarray | torch.Tensor,
+        ids: Sequence[Any] | None = None,
+        *,
+        fingerprint: str | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.name = name
+        self.outputs = outputs.detach().cpu().numpy() if isinstance(outputs, torch.Tensor) else outputs
+        self.source = source or "array"
+        self.ids = None if ids is None else [_plain_id(i) for i in ids]
+        if self.ids is not None:
+            if len(self.ids) != len(self.outputs):
+                raise DataError(
+                    f"teacher {name!r} ({self.source}): {len(self.outputs)} output rows but "
+                    f"{len(self.ids)} ids — give one id per row"
+                )
+            self._index = {i: r for r, i in enumerate(self.ids)}
+            if len(self._index) != len(self.ids):
+                raise DataError(f"teacher {name!r} ({self.source}): duplicate sample ids")
+        self._fp = fingerprint
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        ids: Sequence[Any] | None = None,
+        name: str | None = None,
+        key: str = "outputs",
+    ) -> PrecomputedTeacher:
+        """Load `.npy` (memory-mapped), `.pt`/`.pth` (a tensor or a dict with `key`) or `.safetensors`."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"precomputed teacher outputs not found: {path} — compute them first or fix the path")
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            arr: Any = np.load(path, mmap_mode="r", allow_pickle=False)
+        elif suffix in (".pt", ".pth"):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            arr = obj[key] if isinstance(obj, Mapping) else obj
+        elif suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            arr = load_file(str(path))[key]
+        else:
+            raise DataError(f"unsupported teacher output file {path}: use .npy, .pt or .safetensors")
+        fp = fingerprint_obj(
+            {
+                "name": name or path.stem,
+                "file": sha256_file(path),
+                "key": key,
+                "ids": None if ids is None else [_plain_id(i) for i in ids],
+            }
+        )
+        return cls(name or path.stem, arr, ids, fingerprint=fp, source=str(path))
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fp is None:
+            self._fp = fingerprint_obj(
+                {"name": self.name, "outputs": fingerprint_array(np.asarray(self.outputs)), "ids": self.ids}
+            )
+        return self._fp
+
+    def rows(self, ids: Sequence[Any]) -> np.ndarray:
+        """Row numbers of `ids` (DataError naming the first unknown id)."""
+        if self.ids is None:
+            rows = np.asarray([_plain_id(i) for i in ids], dtype=np.int64)
+            bad = rows[(rows < 0) | (rows >= len(self.outputs))]
+            if len(bad):
+                raise DataError(f"teacher {self.name!r} ({self.source}) has no output for sample id {bad[0]}")
+            return rows
+        try:
+            return np.asarray([self._index[_plain_id(i)] for i in ids], dtype=np.int64)
+        except KeyError as e:
+            raise DataError(
+                f"teacher {self.name!r} ({self.source}) has no output for sample id {e.args[0]!r}"
+            ) from None
+
+    def predict(self, batch: Any) -> torch.Tensor:
+        if isinstance(batch, Mapping):
+            key = "ids" if "ids" in batch else "id"
+            if key not in batch:
+                raise UserError(f"PrecomputedTeacher {self.name!r} needs the batch to carry sample ids ('ids')")
+            batch = batch[key]
+        if isinstance(batch, torch.Tensor | np.ndarray):
+            batch = batch.tolist()
+        return torch.from_numpy(np.ascontiguousarray(self.outputs[self.rows(batch)]))
+
+    __call__ = predict
+
+    def __repr__(self) -> str:
+        return f"PrecomputedTeacher(name={self.name!r}, source={self.source!r}, rows={len(self.outputs)})"
