@@ -102,7 +102,7 @@ def report_markdown(paths: list[Path], digits: int = 3) -> str:
     table = format_table(aggregate(results), digits)
     commits = sorted({r.get("commit", "unknown") for r in results})
     seeds = sorted({r.get("seed") for r in results})
-    return table + f"\nruns: {len(results)}; seeds: {seeds}; commits: {', '.join(c[:12] for c in commits)}\n"
+    return table + f"\nruns: {len(results)}; seeds: {seeds}; commits: {', '.join(c[:12] + ('+dirty' if c.endswith('+dirty') else '') for c in commits)}\n"
 
 
 def update_readme(readme: Path, marker: str, content: str) -> None:
