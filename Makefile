@@ -32,5 +32,8 @@ test: install lint
 coverage: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest --cov=multiteacher --cov-report=term
 
+bench: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m bench.run_all
+
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .coverage

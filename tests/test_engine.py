@@ -190,3 +190,15 @@ def test_stage_runs_once(tmp_path: Path) -> None:
     assert ctx.stage("gen/0", work) == {"v": 7} and len(calls) == 1
     assert torch.equal(torch.rand(1), after)  # RNG continues as if the stage had run
     assert json.loads((tmp_path / "stages" / "gen__0.json").read_text())["result"] == {"v": 7}
+
+
+def test_fabric_path_bf16_mixed(tmp_path: Path) -> None:
+    """The non-passthrough path (Fabric precision plugin) trains and resumes too."""
+    from multiteacher.config import FabricConfig
+    from multiteacher.engine.setup import make_fabric
+
+    fabric = make_fabric(FabricConfig(precision="bf16-mixed"), launch=False)
+    ctx = make_ctx(tmp_path)
+    ctx.fabric = fabric
+    res = fit(ctx, "m", model(), data(), step, CFG, evaluate)
+    assert res.steps == 37 and res.best_metrics["val/acc"] > 0.7

@@ -24,7 +24,14 @@ from multiteacher import __version__
 from multiteacher.config import RecipeConfig, build_config, config_dict, config_hash, config_yaml, load_yaml
 from multiteacher.engine.setup import make_fabric, rng_state, seed_everything, set_rng_state
 from multiteacher.errors import ConfigError
-from multiteacher.io import atomic_torch_save, atomic_write_json, atomic_write_text, clean_temp_files
+from multiteacher.io import (
+    TMP_MARK,
+    _json_default,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    clean_temp_files,
+)
 from multiteacher.killpoints import killpoint
 
 VOLATILE_RESULT_KEYS = ("wall_time_s", "finished_at", "sessions", "versions", "commit")
@@ -63,16 +70,28 @@ class RunContext:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-    def log(self, metrics: dict[str, Any], step: int | None = None, **tags: Any) -> None:
-        """Append one record to metrics.jsonl (rank 0; flushed and fsynced)."""
+    def log(self, metrics: dict[str, Any], step: int | None = None, sync: bool = True, **tags: Any) -> None:
+        """Append one record to metrics.jsonl (rank 0). `sync=False` skips the fsync (a SIGKILL
+        still loses nothing written); the fit loop uses it for per-step records and calls
+        `sync_log()` before each checkpoint, so the log is durable whenever a checkpoint is."""
         if not self.is_main:
             return
         rec = {**tags, **({"step": step} if step is not None else {}),
                **{k: (float(v) if isinstance(v, int | float) or torch.is_tensor(v) else v) for k, v in metrics.items()}}
         with open(self._log_file, "a") as f:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+
+    def sync_log(self) -> None:
+        """fsync metrics.jsonl (called before checkpoints)."""
+        if self.is_main and self._log_file.exists():
+            fd = os.open(self._log_file, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def truncate_log(self, fit: str, after_step: int) -> None:
         """Drop records of `fit` logged after `after_step` (a resumed fit re-logs them)."""
@@ -92,7 +111,9 @@ class RunContext:
             if rng_path.exists():
                 set_rng_state(torch.load(rng_path, map_location="cpu", weights_only=False))
             return json.loads(result_path.read_text())["result"]
-        result = fn()
+        # Return the stored (JSON, key-sorted) form in this session too: a resumed run gets exactly
+        # that form from disk, so code iterating a stage's dict sees the same order in both.
+        result = json.loads(json.dumps(fn(), sort_keys=True, default=_json_default))
         if self.is_main:
             atomic_torch_save(rng_path, rng_state())
             atomic_write_json(result_path, {"stage": name, "result": result})
@@ -127,9 +148,22 @@ def git_commit() -> str:
         return "unknown"
 
 
+def is_timing_field(name: str) -> bool:
+    """A metric or row field that measures wall time (`train/seconds`, `edge_seconds`, `wall_time_s`)."""
+    last = name.rsplit("/", 1)[-1]
+    return last in ("seconds", "wall_time_s") or last.endswith("_seconds")
+
+
 def comparable_results(results: dict[str, Any]) -> dict[str, Any]:
-    """results.json without the fields that legitimately differ between identical runs."""
-    return {k: v for k, v in results.items() if k not in VOLATILE_RESULT_KEYS}
+    """results.json without the fields that legitimately differ between identical runs: the session
+    fields (`VOLATILE_RESULT_KEYS`) and wall-time metrics and row fields (`is_timing_field`)."""
+    out = {k: v for k, v in results.items() if k not in VOLATILE_RESULT_KEYS}
+    if isinstance(out.get("metrics"), dict):
+        out["metrics"] = {k: v for k, v in out["metrics"].items() if not is_timing_field(k)}
+    if isinstance(out.get("rows"), list):
+        out["rows"] = [{k: v for k, v in r.items() if not is_timing_field(k)} if isinstance(r, dict) else r
+                       for r in out["rows"]]
+    return out
 
 
 def prepare_run_dir(cfg: RecipeConfig, run_dir: Path, resume: bool) -> None:
@@ -137,8 +171,11 @@ def prepare_run_dir(cfg: RecipeConfig, run_dir: Path, resume: bool) -> None:
     cfg_path = run_dir / "config.yaml"
     if resume:
         if not cfg_path.exists():
-            raise ConfigError(f"--resume {run_dir}: no config.yaml there — is this a run directory?")
+            raise ConfigError(f"--resume {run_dir}: no config.yaml there — not a run directory, or a run killed "
+                              f"before it started: start it again with `multiteacher run CONFIG --run-dir {run_dir}`")
         return
+    if run_dir.is_dir() and all(TMP_MARK in p.name for p in run_dir.iterdir()):
+        clean_temp_files(run_dir)  # killed while writing its first file (config.yaml): it never started
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"run directory {run_dir} already exists and is not empty — "
                           f"pass --resume {run_dir} to continue it, or choose another --run-dir")
