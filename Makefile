@@ -24,7 +24,7 @@ demo: install
 	@echo "report: runs/demo-example/report.md"
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 
 test: install lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
@@ -34,6 +34,9 @@ coverage: install
 
 bench: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m bench.run_all
+
+reliability: install
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/reliability.py --trials 10
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .coverage

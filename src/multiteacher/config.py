@@ -146,6 +146,8 @@ def _format_validation_error(err: ValidationError, model_cls: type[BaseModel], s
         ).replace("—  valid", "— valid")
     if first["type"] == "missing":
         return f"{source}: missing required field '{dotted}' — add it to the config{more}"
+    if not loc:  # a whole-config validator: the message names the fields itself
+        return f"{source}: {first['msg'].removeprefix('Value error, ')}{more}"
     got = first.get("input")
     got_s = repr(got) if not isinstance(got, dict) else "a mapping"
     return f"{source}: field '{dotted}' = {got_s}: {first['msg']}{more}"

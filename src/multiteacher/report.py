@@ -102,7 +102,8 @@ def report_markdown(paths: list[Path], digits: int = 3) -> str:
     table = format_table(aggregate(results), digits)
     commits = sorted({r.get("commit", "unknown") for r in results})
     seeds = sorted({r.get("seed") for r in results})
-    return table + f"\nruns: {len(results)}; seeds: {seeds}; commits: {', '.join(c[:12] + ('+dirty' if c.endswith('+dirty') else '') for c in commits)}\n"
+    shown = ", ".join(c[:12] + ("+dirty" if c.endswith("+dirty") else "") for c in commits)
+    return table + f"\nruns: {len(results)}; seeds: {seeds}; commits: {shown}\n"
 
 
 def update_readme(readme: Path, marker: str, content: str) -> None:

@@ -331,7 +331,7 @@ def fit(
     last_metrics = state.history[-1] if state.history else {}
     if best_path.exists():
         raw_model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["model"])
-        best_metrics = next(h for h in state.history if h["step"] == state.best_step)
+        best_metrics = next((h for h in state.history if h["step"] == state.best_step), last_metrics)
     else:
         if fabric.global_rank == 0:
             _save_atomic(best_path, {"model": raw_model.state_dict()}, "fit/best_write")

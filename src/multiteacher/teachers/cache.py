@@ -359,6 +359,7 @@ class TeacherCache:
         world: int = 1,
         checksum: bool = True,
         progress: bool = True,
+        allow_nonfinite: bool = False,
     ) -> int:
         """Compute and write this rank's missing shards; returns how many shards it computed.
 
@@ -366,6 +367,8 @@ class TeacherCache:
         mapping an array of positions to a batch. `predict_fn(batch)` returns an array or tensor
         with one row per sample. Shards already written with a matching size (and checksum, when
         `checksum`) are skipped, so a killed fill resumes; others, e.g. truncated, are recomputed.
+        A NaN or infinite output is a DataError naming the sample (nothing is cached), unless
+        `allow_nonfinite` (for outputs that use NaN on purpose, e.g. invalid pixels).
         """
         own = self.shards_of(rank, world)
         if hasattr(data, "__len__") and not callable(data) and len(data) != self.n:
@@ -385,6 +388,8 @@ class TeacherCache:
                         f"teacher returned {0 if out.ndim == 0 else len(out)} rows for a batch of "
                         f"{len(idx)} samples (ids {self.ids[idx[0]]!r}..); return one row per sample"
                     )
+                if not allow_nonfinite:
+                    self._check_finite(out, idx)
                 outs.append(out)
             arr = np.concatenate(outs) if len(outs) > 1 else outs[0]
             if self.dtype is not None:
@@ -393,6 +398,19 @@ class TeacherCache:
             killpoint("cache/after_shard")
         self.finalize()
         return len(todo)
+
+    def _check_finite(self, out: np.ndarray, idx: np.ndarray) -> None:
+        """DataError naming the first sample whose teacher output holds NaN or inf."""
+        if out.dtype.kind not in "fc" or np.isfinite(out).all():
+            return
+        flat = out.reshape(len(out), -1)
+        ok = np.isfinite(flat)
+        bad = int(np.flatnonzero(~ok.all(axis=1))[0])
+        value = flat[bad][~ok[bad]][0]
+        raise DataError(
+            f"teacher {self.teacher_fp[:12]} output for sample id {self.ids[int(idx[bad])]!r} is {value} "
+            f"(not finite) and was not cached — fix the teacher or its input (or pass allow_nonfinite=True)"
+        )
 
     def finalize(self) -> bool:
         """Write `manifest.json` (per-shard checksums) if every shard is present; True if complete."""
@@ -468,6 +486,7 @@ def cached_outputs(
     checksum: bool = True,
     wait_timeout: float | None = 3600.0,
     progress: bool = True,
+    allow_nonfinite: bool = False,
 ) -> CachedArray:
     """Fill the cache if needed (this rank's shards; waits for the other ranks) and memory-map it."""
     cache = TeacherCache(root, teacher_fp, data_fp, ids, shard_size=shard_size, dtype=dtype)
@@ -480,6 +499,7 @@ def cached_outputs(
         world=world,
         checksum=checksum,
         progress=progress,
+        allow_nonfinite=allow_nonfinite,
     )
     if world > 1:
         cache.wait(wait_timeout)
