@@ -1,0 +1,5 @@
+"""Small reusable networks (edge nets, students)."""
+
+from multiteacher.models.unet import UNet
+
+__all__ = ["UNet"]

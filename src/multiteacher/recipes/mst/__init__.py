@@ -1,0 +1,301 @@
+"""MST-Distill recipe: cross-modal distillation from a routed mixture of specialised teachers.
+
+On AV-digits (MNIST images paired with FSDD spoken digits, both weakened), with leave-one-speaker-out
+folds and both directions (image student, audio student). For every (fold, student modality) it
+runs the requested methods, each as one resumable stage (`ctx.stage`), every training through the
+engine's `fit`:
+
+- ``mst``: the three MST-Distill stages (see `stages.py`); ablations ``mst_s1`` (the co-trained
+  student after stage 1), ``mst_nomask`` (router over the two unmasked teachers), ``mst_random``
+  (uniformly random teacher per instance), ``mst_soft`` (router-weighted teacher mixture);
+- baselines with the same number of student epochs as MST's student (stage 1 + stage 3):
+  ``no_kd``, ``kd_mm`` (KD from the multimodal teacher), ``kd_cross`` (from the cross-modal
+  teacher), ``aver`` (average of the two teachers' distributions), ``fitnet`` (fc1 hint from the
+  multimodal teacher, plus CE), ``dkd`` (decoupled KD from the multimodal teacher);
+- ``teachers``: test accuracy of the independently trained teachers the baselines use.
+
+Rows: ``{"method", "direction" ("audio->image" = image student), "fold", "acc", "f1", ...}``;
+MST rows add per-teacher routing usage (share of instances whose top-1 teacher it is under the
+final router) on the test set (``route/<teacher>``) and the training set (``route_train/``; random
+routing: uniform), MaskNet statistics on validation data (``mask_mean/``, ``mask_std/``,
+``mask_min/``) and the stage-2 validation KL.
+
+``task: scenes-seg`` runs the same stages for RGB-D semantic segmentation on rendered pybullet
+scenes (RGB student, depth and RGB-D teachers, 2-d MaskNets, per-pixel KD; rows carry pixel
+``acc`` and ``miou``), see `seg.py` and recipes/mst-scenes-seg.yaml.
+
+Summaries over runs: ``python -m multiteacher.recipes.mst.summary RUN_DIR ...`` (mean ± std over
+folds, paired t / sign-flip tests vs ``kd_mm`` with Holm correction, routing usage).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from multiteacher.config import RecipeConfig, StrictModel
+from multiteacher.data import avdigits
+from multiteacher.engine.loop import FitConfig
+from multiteacher.errors import ConfigError
+from multiteacher.recipes.mst import seg, stages
+from multiteacher.recipes.mst.plots import plot_rows
+from multiteacher.recipes.mst.seg import SegSection
+from multiteacher.runs import RunContext
+from multiteacher.stats import paired_t_test
+
+METHODS = ("no_kd", "kd_mm", "kd_cross", "aver", "fitnet", "dkd",
+           "mst", "mst_s1", "mst_nomask", "mst_random", "mst_soft", "teachers")
+Method = Literal["no_kd", "kd_mm", "kd_cross", "aver", "fitnet", "dkd",
+                 "mst", "mst_s1", "mst_nomask", "mst_random", "mst_soft", "teachers"]
+
+
+class DataSection(StrictModel):
+    """AV-digits folds and weakening (defaults calibrated, see avdigits.DEFAULTS_NOTE)."""
+
+    folds: list[str] = Field(default_factory=lambda: list(avdigits.SPEAKERS), min_length=1)
+    image_energy: float = Field(avdigits.DEFAULT_IMAGE_ENERGY, gt=0, le=1)
+    audio_snr_db: float = avdigits.DEFAULT_AUDIO_SNR_DB
+    val_mode: Literal["speaker", "random"] = "speaker"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    limit_per_digit: int | None = Field(None, gt=0)
+
+
+class NetSection(StrictModel):
+    """Width of the small CNNs (conv channels: width, 2·width, 4·width) and embedding size."""
+
+    width: int = Field(16, gt=0)
+    embed: int = Field(64, gt=0)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class MSTSection(StrictModel):
+    """MST-Distill settings; defaults follow the official code except the epoch counts."""
+
+    epochs_s1: int = Field(10, gt=0)
+    epochs_s2: int = Field(10, gt=0)
+    epochs_s3: int = Field(20, gt=0)
+    temperature: float = Field(4.0, gt=0)
+    mm_layers: list[str] = Field(default_factory=lambda: ["net.concat", "net.fc1"], min_length=1)
+    cross_layers: list[str] = Field(default_factory=lambda: ["net.conv3", "net.fc1"], min_length=1)
+    mask_heads: int = Field(3, gt=0)
+    mask_hidden: int | None = Field(None, gt=0)
+    top_k: int = Field(1, gt=0)
+    balance: Literal["official", "kl", "cv"] = "official"
+    w_task: float = Field(1.0, ge=0)
+    w_kl: float = Field(1.0, ge=0)
+    w_lb: float = Field(1.0, ge=0)
+    lb_decay: float = Field(0.9, gt=0)
+    lb_every: int = Field(10, gt=0)
+    kl_decay: float = Field(0.5, gt=0)
+    kl_every: int = Field(30, gt=0)
+    cumulative_masks: bool = False
+    stage1_detach: bool = False
+
+
+class BaselineSection(StrictModel):
+    """Baseline losses: CE + weight · distillation term."""
+
+    teacher_epochs: int | None = Field(None, gt=0)  # None: the MST student's epochs (s1 + s3)
+    kd_weight: float = Field(1.0, ge=0)
+    fitnet_weight: float = Field(1.0, ge=0)
+    dkd_alpha: float = Field(1.0, ge=0)
+    dkd_beta: float = Field(8.0, ge=0)
+    dkd_warmup_epochs: int = Field(5, ge=0)
+
+
+class Config(RecipeConfig):
+    recipe: Literal["mst"] = "mst"
+    task: Literal["avdigits", "scenes-seg"] = "avdigits"
+    data: DataSection = DataSection()
+    seg: SegSection = SegSection()
+    net: NetSection = NetSection()
+    directions: list[Literal["image", "audio"]] = Field(default_factory=lambda: ["image", "audio"],
+                                                        min_length=1)
+    methods: list[Method] = Field(default_factory=lambda: list(METHODS), min_length=1)
+    mst: MSTSection = MSTSection()
+    baselines: BaselineSection = BaselineSection()
+    fit: FitConfig = FitConfig(batch_size=64, optimizer="adam", lr=1e-3, max_steps=1, log_every=25)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        bad = [f for f in self.data.folds if f not in avdigits.SPEAKERS]
+        if bad:
+            raise ValueError(f"unknown fold speaker(s) {bad}; FSDD speakers: {list(avdigits.SPEAKERS)}")
+        if self.task == "scenes-seg" and set(self.methods) - seg.SEG_METHODS:
+            raise ValueError(f"methods {sorted(set(self.methods) - seg.SEG_METHODS)} do not apply to "
+                             f"task scenes-seg; use {sorted(seg.SEG_METHODS)}")
+        return self
+
+
+def make_plan(cfg: Config, fold: avdigits.Fold, student: str) -> stages.Plan:
+    m, b = cfg.mst, cfg.baselines
+    return stages.Plan(
+        student=student, fold=fold, fit=cfg.fit, width=cfg.net.width, embed=cfg.net.embed,
+        dropout=cfg.net.dropout, seed=cfg.seed, temperature=m.temperature, epochs_s1=m.epochs_s1,
+        epochs_s2=m.epochs_s2, epochs_s3=m.epochs_s3,
+        teacher_epochs=b.teacher_epochs or (m.epochs_s1 + m.epochs_s3), mm_layers=m.mm_layers,
+        cross_layers=m.cross_layers, mask_heads=m.mask_heads, mask_hidden=m.mask_hidden, top_k=m.top_k,
+        balance=m.balance, w_task=m.w_task, w_kl=m.w_kl, w_lb=m.w_lb, lb_decay=m.lb_decay,
+        lb_every=m.lb_every, kl_decay=m.kl_decay, kl_every=m.kl_every, cumulative_masks=m.cumulative_masks,
+        stage1_detach=m.stage1_detach, kd_weight=b.kd_weight, fitnet_weight=b.fitnet_weight,
+        dkd_alpha=b.dkd_alpha, dkd_beta=b.dkd_beta, dkd_warmup_epochs=b.dkd_warmup_epochs,
+    )
+
+
+def make_seg_plan(cfg: Config, fold: avdigits.Fold) -> stages.Plan:
+    """The segmentation job: RGB student, depth cross-modal teacher, RGB-D multimodal teacher."""
+    plan = make_plan(cfg, fold, "rgb")
+    sec = cfg.seg
+    plan.mm_layers, plan.cross_layers = sec.mm_layers, sec.cross_layers
+    plan.mm_kind, plan.cross_kind, plan.builder = "rgbd", "depth", seg.builder(sec)
+    plan.dense, plan.num_classes, plan.eval_bs = True, len(seg.SCENE_CLASSES), sec.eval_batch_size
+    return plan
+
+
+def iter_plans(cfg: Config, ctx: RunContext):
+    """Every job of the config: (fold, student modality) for AV-digits, one for scene segmentation."""
+    if cfg.task == "scenes-seg":
+        fold = seg.load_fold(cfg.seg, ctx)
+        ctx.log(fold.info, fold=fold.test_speaker)
+        yield make_seg_plan(cfg, fold)
+        return
+    for speaker in cfg.data.folds:
+        fold = load_fold(cfg, ctx, speaker)
+        ctx.log({k: v for k, v in fold.info.items() if isinstance(v, int | float)}, fold=speaker)
+        for student in cfg.directions:
+            yield make_plan(cfg, fold, student)
+
+
+def load_fold(cfg: Config, ctx: RunContext, speaker: str) -> avdigits.Fold:
+    d = cfg.data
+    return avdigits.make_fold(ctx.data_dir, speaker, cfg.seed, d.image_energy, d.audio_snr_db, d.val_fraction,
+                              d.limit_per_digit, d.val_mode)
+
+
+def _test_row(plan: stages.Plan, method: str, model: torch.nn.Module, dev: torch.device) -> dict[str, Any]:
+    model.eval()
+    sc = stages.scores(stages.predict(model, plan.fold.test, dev, plan.eval_bs), plan.fold.test.label)
+    return {"method": method, "direction": f"{plan.cross}->{plan.student}", "fold": plan.fold.test_speaker,
+            **{k: v for k, v in sc.items() if k != "loss"}}
+
+
+def run_job(cfg: Config, ctx: RunContext, plan: stages.Plan) -> list[dict[str, Any]]:
+    """All requested methods on one (fold, student modality); each method is one stage."""
+    dev = ctx.fabric.device
+    cache: dict[str, Any] = {}
+
+    def trio() -> stages.Trio:
+        if "trio" not in cache:
+            cache["trio"] = stages.stage1(ctx, plan)
+        return cache["trio"]
+
+    def masks() -> torch.nn.ModuleList:
+        if "masks" not in cache:
+            cache["masks"], cache["s2_val"] = stages.stage2(ctx, plan, trio())
+        return cache["masks"]
+
+    def teacher(role: str) -> torch.nn.Module:
+        if role not in cache:
+            cache[role] = stages.train_teacher(ctx, plan, role)
+        return cache[role]
+
+    def mst_variant(method: str) -> dict[str, Any]:
+        routing = {"mst": "hard", "mst_nomask": "hard", "mst_random": "random", "mst_soft": "soft"}[method]
+        m = None if method == "mst_nomask" else masks()
+        student, info = stages.stage3(ctx, plan, trio(), m, routing, method)
+        row = _test_row(plan, method, student, dev)
+        # usage: the final router's top-1 choice per instance (test set; route_train/: training set)
+        usage = info["route_test"]
+        row.update({f"route/{k}": v for k, v in usage.items()})
+        row.update({f"route_train/{k}": v for k, v in info["route_train"].items()})
+        row["route_teachers_used"] = float(sum(v > 0.02 for v in usage.values()))
+        if m is not None:
+            row.update(stages.mask_stats(trio(), plan, m, dev))
+            row["s2_val_kl"] = cache["s2_val"].get("val/kl", math.nan)
+        ctx.log({k: v for k, v in row.items() if isinstance(v, float)}, job=plan.key, method=method)
+        return {"rows": [row], "route_train": info["route_train"]}
+
+    def run_method(method: str) -> dict[str, Any]:
+        if method.startswith("mst") and method != "mst_s1":
+            return mst_variant(method)
+        if method == "mst_s1":
+            t = trio()
+            rows = [_test_row(plan, "mst_s1", t.student, dev),
+                    _test_row(plan, "mst_s1_mm_teacher", t.mm, dev),
+                    _test_row(plan, "mst_s1_cross_teacher", t.cross, dev)]
+            return {"rows": rows}
+        if method == "teachers":
+            return {"rows": [_test_row(plan, "teacher_mm", teacher("mm"), dev),
+                             _test_row(plan, "teacher_cross", teacher("cross"), dev)]}
+        mm = teacher("mm") if method in ("kd_mm", "aver", "fitnet", "dkd") else None
+        cross = teacher("cross") if method in ("kd_cross", "aver") else None
+        student = stages.train_baseline(ctx, plan, method, mm, cross)
+        return {"rows": [_test_row(plan, method, student, dev)]}
+
+    rows = []
+    order = sorted(cfg.methods, key=lambda m: (not m.startswith("mst"), m != "mst_s1", m))
+    for method in order:
+        out = ctx.stage(f"{plan.fold.test_speaker}/{plan.student}/{method}", lambda m=method: run_method(m))
+        rows += out["rows"]
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]], reference: str = "kd_mm") -> dict[str, float]:
+    """Mean test acc/F1 per (direction, method) over folds; paired t-test p vs `reference`."""
+    metrics: dict[str, float] = {}
+    by: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    for r in rows:
+        by.setdefault((r["direction"], r["method"]), {})[r["fold"]] = r
+    for (direction, method), per_fold in by.items():
+        for key in ("acc", "f1", "miou"):
+            vals = [r[key] for r in per_fold.values() if key in r]
+            if vals:
+                metrics[f"{direction}/{method}/{key}"] = sum(vals) / len(vals)
+        ref = by.get((direction, reference))
+        if ref and method != reference:
+            common = sorted(set(ref) & set(per_fold))
+            if len(common) >= 2:
+                res = paired_t_test([per_fold[f]["acc"] for f in common], [ref[f]["acc"] for f in common])
+                diff = sum(per_fold[f]["acc"] - ref[f]["acc"] for f in common) / len(common)
+                metrics[f"{direction}/{method}/acc_minus_{reference}"] = float(diff)
+                metrics[f"{direction}/{method}/p_vs_{reference}"] = res.p_value
+    metrics["chance_acc"] = 0.1
+    return metrics
+
+
+def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
+    """Every fold x direction x method; returns per-fold rows and fold-mean metrics."""
+    rows: list[dict[str, Any]] = []
+    for plan in iter_plans(cfg, ctx):
+        rows += run_job(cfg, ctx, plan)
+    if ctx.is_main:
+        plot_rows(rows, ctx.run_dir / "plots")
+    return {"metrics": summarise(rows), "rows": rows}
+
+
+def evaluate(cfg: Config, ctx: RunContext) -> dict[str, float]:
+    """Test metrics of the run's saved students on `ctx.data_dir` (same layout, e.g. new recordings)."""
+    dev = torch.device("cpu")
+    out: dict[str, float] = {}
+    for plan in iter_plans(cfg, ctx):
+        for method in cfg.methods:
+            if method in ("teachers", "mst_s1"):
+                continue
+            path = ctx.run_dir / "checkpoints" / f"{plan.key}-{method}" / "best.pt"
+            if not path.exists():
+                continue
+            state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+            if any(k.startswith("student.") for k in state):
+                state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
+            model = plan.new(plan.student, "student")
+            model.load_state_dict(state)
+            row = _test_row(plan, method, model, dev)
+            for k in ("acc", "f1", "miou"):
+                if k in row:
+                    out[f"{row['direction']}/{method}/{row['fold']}/{k}"] = row[k]
+    if not out:
+        raise ConfigError(f"{ctx.run_dir}: no saved students under checkpoints/ — run the recipe first")
+    return out

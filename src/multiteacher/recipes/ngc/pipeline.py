@@ -1,0 +1,359 @@
+"""NGC orchestration: data split, one generation of edges, consensus pseudo-labels, evaluation.
+
+Work files (edge predictions, pseudo-labels, agreement masks) live memory-mapped in
+``<cache>/ngc/<run>-<hash>/``; edge checkpoints in ``<run>/checkpoints/ngc/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from multiteacher import consensus as cons
+from multiteacher.config import config_hash
+from multiteacher.data.scenes import SceneArrays, render_scenes
+from multiteacher.engine.executor import Job, run_jobs
+from multiteacher.errors import ConfigError, DataError
+from multiteacher.metrics import dense
+from multiteacher.recipes.ngc.config import Config
+from multiteacher.recipes.ngc.edges import IGNORE, train_edge, write_npy
+from multiteacher.recipes.ngc.graph import Edge, build_edges, direct_id, output_nodes, paths_to
+
+CHUNK = 64  # frames per consensus chunk
+
+
+@dataclass
+class FrameArrays:
+    """A folder of frames-first ``<name>.npy`` arrays (what edges read), SceneArrays-like."""
+
+    path: Path
+    scene: np.ndarray
+    rgb: np.ndarray
+    classes: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return int(self.scene.shape[0])
+
+
+def npz_arrays(cfg: Config, data_dir: Path, cache_dir: Path) -> tuple[FrameArrays, FrameArrays]:
+    """Train / test frames of a Dronescapes-style npz folder, exported to the cache."""
+    from multiteacher.data.npzdir import NpzDir
+
+    src = cfg.npz
+    assert src is not None
+    root = Path(src.root) if Path(src.root).is_absolute() else data_dir / src.root
+    d = NpzDir(root)
+    reps = sorted({n.source or k for k, n in cfg.nodes.items()})
+    frames = sorted(set.intersection(*(set(d.frames(r)) for r in reps)))
+    group = np.arange(len(frames)) // src.group
+    is_test = group % src.test_every == src.test_every - 1
+    out = []
+    for sel in (~is_test, is_test):
+        fr = [f for f, s in zip(frames, sel) if s]
+        if not fr:
+            raise ConfigError(f"npz: {root} has too few shared frames ({len(frames)}) for group={src.group}, "
+                              f"test_every={src.test_every}; lower them")
+        arrs = d.export(cache_dir, reps, fr)
+        path = Path(arrs[reps[0]].filename).parent
+        out.append(FrameArrays(path, group[sel], arrs[cfg.nodes[cfg.input_node].source or cfg.input_node]))
+    return out[0], out[1]
+
+
+@dataclass
+class Ctx:
+    """What every step needs: config, data, frame split, graph, and where files go."""
+
+    cfg: Config
+    train: SceneArrays | FrameArrays
+    test: SceneArrays | FrameArrays
+    labelled: np.ndarray
+    unlabelled: np.ndarray
+    edges: list[Edge]
+    work: Path
+    ckpts: Path
+
+    def node(self, name: str) -> dict[str, Any]:
+        return self.cfg.nodes[name].model_dump()
+
+    def source(self, name: str) -> str:
+        return self.cfg.nodes[name].source or name
+
+    def gt_ref(self, name: str, split: str) -> dict[str, Any]:
+        arr = self.train if split == "train" else self.test
+        return {"path": str(arr.path / f"{self.source(name)}.npy"), "layout": "label"}
+
+    def pred_path(self, tag: str, edge_id: str, split: str) -> Path:
+        slug = edge_id.replace(">", "-to-").replace("+", "-and-")
+        return self.work / tag / "pred" / f"{slug}.{split}.npy"
+
+    def pseudo_path(self, tag: str, node: str, what: str) -> Path:
+        return self.work / tag / "pseudo" / f"{node}.{what}.npy"
+
+
+def prepare(cfg: Config, cache_dir: Path, run_dir: Path, data_dir: Path | None = None) -> Ctx:
+    """Render (or reuse) the scenes — or export an npz folder — and split the training scenes
+    (groups) into labelled / unlabelled."""
+    names = {n.source or k for k, n in cfg.nodes.items()}
+    if cfg.npz is not None:
+        train, test = npz_arrays(cfg, Path(data_dir or "."), cache_dir)
+    else:
+        train = render_scenes(cfg.data, cache_dir, "train")
+        test = render_scenes(cfg.data, cache_dir, "test")
+    missing = sorted(n for n in names if not (train.path / f"{n}.npy").exists())
+    if missing:
+        raise ConfigError(f"nodes: data has no array {missing}; scenes give rgb, depth, normals, semantic, height")
+    for k, n in cfg.nodes.items():
+        if n.kind == "categorical" and train.classes and n.channels < len(train.classes):
+            raise ConfigError(f"nodes.{k}.channels = {n.channels} but the data has {len(train.classes)} classes")
+    scenes = np.unique(train.scene)
+    rng = np.random.default_rng([cfg.seed, 7])
+    n_lab = max(1, round(cfg.labelled_fraction * len(scenes)))
+    lab_scenes = np.sort(rng.permutation(scenes)[:n_lab])
+    is_lab = np.isin(np.asarray(train.scene), lab_scenes)
+    key = hashlib.sha256(f"{run_dir.resolve()}|{config_hash(cfg)}".encode()).hexdigest()[:12]
+    work = cache_dir / "ngc" / f"{cfg.name}-{key}"
+    return Ctx(cfg, train, test, np.flatnonzero(is_lab), np.flatnonzero(~is_lab), build_edges(cfg), work,
+               run_dir / "checkpoints" / "ngc")
+
+
+def edge_seed(seed: int, tag: str, edge_id: str) -> int:
+    return zlib.crc32(f"{seed}|{tag}|{edge_id}".encode()) & 0x7FFFFFFF
+
+
+def _spec(c: Ctx, tag: str, edge_id: str, inputs: list[dict[str, Any]], target: str,
+          target_ref: dict[str, Any], unlabelled: bool, init: str | None, seed_tag: str | None = None) -> dict:
+    slug = edge_id.replace(">", "-to-").replace("+", "-and-")
+    return {
+        "id": f"{tag}/{edge_id}",
+        "inputs": inputs,
+        "target": {"node": target, **target_ref},
+        "nodes": {k: c.node(k) for k in c.cfg.nodes},
+        "labelled": c.labelled.tolist(),
+        "unlabelled": c.unlabelled.tolist() if unlabelled else [],
+        "fit": c.cfg.edge.model_dump(),
+        "seed": edge_seed(c.cfg.seed, seed_tag or tag, edge_id),
+        "init": init,
+        "ckpt": str(c.ckpts / tag / f"{slug}.pt"),
+        "pred_train": str(c.pred_path(tag, edge_id, "train")),
+        "pred_test": str(c.pred_path(tag, edge_id, "test")),
+    }
+
+
+def _input_ref(c: Ctx, tag: str, node: str, mode: str, prev: str | None) -> dict[str, Any]:
+    """Input `node` of an edge in generation `tag`: ground truth for the input node, otherwise
+    the direct edge's prediction (this generation) or the previous generation's consensus."""
+    if node == c.cfg.input_node:
+        return {"node": node, "train": c.gt_ref(node, "train"), "test": c.gt_ref(node, "test")}
+    if mode == "consensus" and prev is not None:
+        return {"node": node,
+                "train": {"path": str(c.pseudo_path(prev, node, "train")), "layout": "label"},
+                "test": {"path": str(c.pseudo_path(prev, node, "test")), "layout": "label"}}
+    did = direct_id(c.cfg, node)
+    return {"node": node,
+            "train": {"path": str(c.pred_path(tag, did, "train")), "layout": "pred"},
+            "test": {"path": str(c.pred_path(tag, did, "test")), "layout": "pred"}}
+
+
+def generation_jobs(c: Ctx, g: int) -> list[Job]:
+    """Jobs of generation `g`: all edges; g = 0 on labelled frames only, g >= 1 on labelled ∪
+    pseudo-labelled frames (pseudo-labels = consensus of generation g-1)."""
+    tag, prev = f"gen{g}", (f"gen{g - 1}" if g else None)
+    mode = c.cfg.graph.two_hop_input if g else "prediction"
+    if prev is not None:
+        need = c.pseudo_path(prev, output_nodes(c.cfg)[0], "mask")
+        if not need.exists():
+            raise DataError(f"pseudo-labels of {prev} are missing ({need}); resume with the same --cache-dir "
+                            "as the first session, or start a new run")
+    jobs = []
+    for e in c.edges:
+        inputs = [_input_ref(c, tag, n, mode, prev) for n in e.inputs]
+        deps = [f"{tag}/{direct_id(c.cfg, n)}" for n in e.inputs
+                if n != c.cfg.input_node and not (mode == "consensus" and prev)]
+        if g == 0:
+            target = c.gt_ref(e.target, "train")
+        else:
+            target = {"path": str(c.pseudo_path(prev, e.target, "train")),
+                      "mask": str(c.pseudo_path(prev, e.target, "mask"))}
+        init = str(c.ckpts / prev / f"{e.slug}.pt") if (g and c.cfg.edge.fine_tune) else None
+        spec = _spec(c, tag, e.id, inputs, e.target, target, unlabelled=g > 0, init=init)
+        jobs.append(Job(spec["id"], train_edge, {"spec": spec}, deps=deps))
+    return jobs
+
+
+def run(c: Ctx, jobs: list[Job]) -> dict[str, Any]:
+    """Run edge jobs through the engine's executor; raise on the first failure."""
+    ex = c.cfg.executor
+    workers = min(ex.workers, max(1, len(jobs)))
+    results = run_jobs(jobs, backend=ex.backend, workers=workers, threads_per_worker=ex.threads_per_worker)
+    return {r.id: r.unwrap() for r in results}
+
+
+# ----------------------------------------------------------------------------- consensus
+
+
+def _stack(paths: list[Path], sl: slice) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(np.array(np.load(p, mmap_mode="r")[sl])).float() for p in paths], 1)
+
+
+def consensus_chunk(c: Ctx, node: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Paths' predictions (B, K, C, H, W) -> (label-layout consensus, keep mask (B, H, W), dispersion).
+
+    Categorical: vote over probabilities (labels out). Continuous: median / mean / trimmed mean;
+    normals renormalised. The mask keeps pixels whose path dispersion is low (a per-frame
+    quantile or an absolute threshold; optionally per consensus class)."""
+    cc = c.cfg.consensus
+    kind = c.cfg.nodes[node].kind
+    if kind == "categorical":
+        v = cons.vote(x / 255.0, method=cc.categorical)
+        value = v.labels
+        cls_map = v.labels
+    else:
+        kw = {"trim": cc.trim} if cc.method == "trimmed_mean" else {}
+        value = cons.combine(x, cc.method, **kw)
+        if c.cfg.nodes[node].loss == "cosine":
+            value = torch.nn.functional.normalize(value, dim=1, eps=1e-6)
+        cls_map = None
+    xs = x / (255.0 if kind == "categorical" else c.cfg.nodes[node].scale)  # thresholds in net units
+    disp = cons.dispersion(xs, "std")[0].mean(1)  # (B, H, W): one decision per pixel
+    if not cc.mask:
+        keep = torch.ones_like(disp, dtype=torch.bool)
+    elif cc.mask_balanced and cls_map is not None and cc.mask_threshold is None:
+        keep = torch.zeros_like(disp, dtype=torch.bool)
+        for b in range(disp.shape[0]):
+            for k in cls_map[b].unique():
+                sel = cls_map[b] == k
+                keep[b][sel] = disp[b][sel] <= torch.quantile(disp[b][sel], cc.mask_quantile)
+    else:
+        rule = {"threshold": cc.mask_threshold} if cc.mask_threshold is not None else {"quantile": cc.mask_quantile}
+        keep = cons.agreement_mask(xs, reduce_dims=(1,), **rule)[0][:, 0]
+    if kind != "categorical":
+        value = value.permute(0, 2, 3, 1) if value.shape[1] > 1 else value[:, 0]
+    return value, keep, disp
+
+
+def _consensus_frames(c: Ctx, node: str, paths: list[Path], gt: np.ndarray, lab_set: np.ndarray | None,
+                      masks: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """Consensus chunk by chunk; on training frames (`lab_set` given) ground truth replaces it
+    on labelled frames and the keep masks are collected into `masks`."""
+    n = np.load(paths[0], mmap_mode="r").shape[0]
+    for s in range(0, n, CHUNK):
+        sl = slice(s, min(s + CHUNK, n))
+        v, keep, _ = consensus_chunk(c, node, _stack(paths, sl))
+        v, keep = v.numpy(), keep.numpy()
+        if lab_set is not None:
+            is_lab = lab_set[sl]
+            v[is_lab] = np.asarray(gt[sl])[is_lab]
+            keep[is_lab] = True
+            masks.append(keep)
+        yield v
+
+
+def build_pseudo(c: Ctx, tag: str, sources: dict[str, list[tuple[str, str]]]) -> dict[str, Any]:
+    """Consensus at every output node over `sources[node]` ((tag, edge id) pairs of predictions):
+    train frames -> pseudo-labels (ground truth kept on labelled frames) + keep mask; test frames
+    -> the consensus prediction. Returns diagnostics (pseudo-label error on the unlabelled frames
+    against their held-back ground truth, mask coverage)."""
+    out: dict[str, Any] = {}
+    lab_set = np.zeros(len(c.train), dtype=bool)
+    lab_set[c.labelled] = True
+    for node in output_nodes(c.cfg):
+        kind = c.cfg.nodes[node].kind
+        dtype = np.uint8 if kind == "categorical" else np.float32
+        gt_train = np.load(c.gt_ref(node, "train")["path"], mmap_mode="r")
+        for split in ("train", "test"):
+            paths = [c.pred_path(t, e, split) for t, e in sources[node]]
+            n = np.load(paths[0], mmap_mode="r").shape[0]
+            masks: list[np.ndarray] = []
+            values = _consensus_frames(c, node, paths, gt_train, lab_set if split == "train" else None, masks)
+            shape = (n, *gt_train.shape[1:])
+            write_npy(c.pseudo_path(tag, node, split), shape, dtype, values)
+            if split == "train":
+                write_npy(c.pseudo_path(tag, node, "mask"), (n, *gt_train.shape[1:3]), np.uint8, masks)
+        pseudo = np.load(c.pseudo_path(tag, node, "train"), mmap_mode="r")
+        mask = np.load(c.pseudo_path(tag, node, "mask"), mmap_mode="r")
+        unl = c.unlabelled
+        err = node_metrics(c, node, pseudo[unl], gt_train[unl], layout="label")
+        err_kept = node_metrics(c, node, pseudo[unl], gt_train[unl], layout="label", mask=mask[unl])
+        out[node] = {"pseudo": err, "pseudo_kept": err_kept, "coverage": float(np.asarray(mask[unl]).mean())}
+    return out
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _as_pred_tensor(a: np.ndarray, kind: str, layout: str) -> torch.Tensor:
+    t = torch.from_numpy(np.array(a))
+    if layout == "pred":
+        return t.float().argmax(1) if kind == "categorical" else t.float()
+    if kind == "categorical":
+        return t.long()
+    t = t.float()
+    return t.permute(0, 3, 1, 2) if t.ndim == 4 else t[:, None]
+
+
+def node_metrics(c: Ctx, node: str, pred: np.ndarray, gt: np.ndarray, layout: str = "pred",
+                 mask: np.ndarray | None = None) -> dict[str, float]:
+    """The node's metrics (metrics/dense.py): depth abs-rel + RMSE, normals mean angle, semantic
+    mIoU + pixel accuracy, height RMSE + MAE (metres above the floor)."""
+    nc = c.cfg.nodes[node]
+    p = _as_pred_tensor(pred, nc.kind, layout)
+    g = _as_pred_tensor(gt, nc.kind, "label")
+    m = None if mask is None else torch.from_numpy(np.array(mask)).bool()
+    if nc.metric == "depth":
+        return {"abs_rel": dense.abs_rel(p[:, 0], g[:, 0], m), "rmse": dense.rmse(p[:, 0], g[:, 0], m)}
+    if nc.metric == "normals":
+        return {"mean_deg": dense.normal_metrics(p, g, m)["mean_deg"]}
+    if nc.metric == "semantic":
+        if m is not None:
+            g = torch.where(m, g, torch.full_like(g, IGNORE))
+        return dense.semantic_metrics(p, g, nc.channels, ignore_index=IGNORE)
+    if nc.metric == "height":
+        out = {"rmse": dense.rmse(p[:, 0], g[:, 0], m, min_depth=-1.0)}
+        err = (p[:, 0] - g[:, 0]).abs()
+        out["mae"] = float(err[m].mean() if m is not None else err.mean())
+        return out
+    return {}
+
+
+PRIMARY = {"depth": ("abs_rel", "min"), "normals": ("mean_deg", "min"), "semantic": ("miou", "max"),
+           "height": ("rmse", "min")}
+
+
+def evaluate_edges(c: Ctx, tag: str, edge_ids: Iterable[str], node: str) -> dict[str, dict[str, float]]:
+    gt = np.load(c.gt_ref(node, "test")["path"], mmap_mode="r")
+    return {e: node_metrics(c, node, np.load(c.pred_path(tag, e, "test"), mmap_mode="r"), gt) for e in edge_ids}
+
+
+def evaluate_consensus(c: Ctx, tag: str, node: str) -> dict[str, float]:
+    gt = np.load(c.gt_ref(node, "test")["path"], mmap_mode="r")
+    return node_metrics(c, node, np.load(c.pseudo_path(tag, node, "test"), mmap_mode="r"), gt, layout="label")
+
+
+def sources_of(c: Ctx, tag: str) -> dict[str, list[tuple[str, str]]]:
+    """Every path into every output node, as (tag, edge id)."""
+    return {n: [(tag, e.id) for e in paths_to(c.edges, n)] for n in output_nodes(c.cfg)}
+
+
+def direct_jobs(c: Ctx, tag: str, pseudo_tag: str | None, seed_tag: str | None = None) -> list[Job]:
+    """Direct edges only (controls): on ground truth (`pseudo_tag` None) or on the pseudo-labels
+    of `pseudo_tag` (self-training)."""
+    jobs = []
+    for node in output_nodes(c.cfg):
+        eid = direct_id(c.cfg, node)
+        inputs = [_input_ref(c, tag, c.cfg.input_node, "prediction", None)]
+        if pseudo_tag is None:
+            target = c.gt_ref(node, "train")
+        else:
+            target = {"path": str(c.pseudo_path(pseudo_tag, node, "train")),
+                      "mask": str(c.pseudo_path(pseudo_tag, node, "mask"))}
+        spec = _spec(c, tag, eid, inputs, node, target, unlabelled=pseudo_tag is not None, init=None,
+                     seed_tag=seed_tag)
+        jobs.append(Job(spec["id"], train_edge, {"spec": spec}))
+    return jobs

@@ -1,0 +1,54 @@
+"""End-to-end tiny MST-Distill run on the shared AV-digits data: behaviour, not only completion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from multiteacher.config import load_config
+from multiteacher.recipes import mst
+from multiteacher.runs import RunContext, comparable_results, execute_run
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    cfg = load_config(REPO / "recipes" / "mst-avdigits-tiny.yaml")
+    run_dir = tmp_path_factory.mktemp("mst") / "run"
+    cache = tmp_path_factory.mktemp("mst-cache")
+    return run_dir, execute_run(cfg, run_dir, data_dir, cache)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_tiny_mst_behaviour(tiny_run: tuple[Path, dict]) -> None:
+    _, res = tiny_run
+    rows = {r["method"]: r for r in res["rows"]}
+    assert set(rows) == {"mst", "no_kd", "kd_mm"}
+    m = rows["mst"]
+    assert m["direction"] == "audio->image" and m["fold"] == "george"
+    # the router spreads instances over at least two of the 2L = 4 masked teachers
+    usage = {k: v for k, v in m.items() if k.startswith("route/")}
+    assert len(usage) == 4 and sum(usage.values()) == pytest.approx(1.0, abs=1e-5)
+    assert sum(v > 0.02 for v in usage.values()) >= 2
+    # the MaskNets learned masks that are not all ones (they really specialise the teachers)
+    mins = [v for k, v in m.items() if k.startswith("mask_min/")]
+    means = [v for k, v in m.items() if k.startswith("mask_mean/")]
+    assert len(mins) == 4 and min(mins) < 0.9 and min(means) < 0.95
+    # every student beats chance (10 classes) clearly
+    for r in rows.values():
+        assert r["acc"] > 0.3, r
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_tiny_mst_resume_and_eval(tiny_run: tuple[Path, dict], data_dir: Path) -> None:
+    run_dir, res = tiny_run
+    cfg = load_config(run_dir / "config.yaml")
+    again = execute_run(cfg, run_dir, data_dir, run_dir.parent, resume=True)  # all stages stored
+    assert comparable_results(again) == comparable_results(res)
+    ctx = RunContext(run_dir=run_dir, data_dir=data_dir, cache_dir=run_dir.parent, config=cfg)
+    metrics = mst.evaluate(cfg, ctx)
+    for r in res["rows"]:
+        assert metrics[f"audio->image/{r['method']}/george/acc"] == pytest.approx(r["acc"])

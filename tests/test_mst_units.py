@@ -1,0 +1,125 @@
+"""MST-Distill parts: MaskNets, masked teachers via hooks, balance loss, loss-weight schedule, config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from multiteacher.config import build_config, load_config
+from multiteacher.errors import ConfigError
+from multiteacher.losses.kd import kd_kl
+from multiteacher.recipes import mst
+from multiteacher.recipes.mst import stages
+from multiteacher.recipes.mst.masknets import MaskNet1d, MaskNet2d, default_hidden, masknet_for
+from multiteacher.recipes.mst.models import build
+from tests.conftest import REPO
+
+
+def test_masknet_shapes_and_range() -> None:
+    torch.manual_seed(0)
+    assert default_hidden(128, 3) == 63 and default_hidden(64, 3) == 30
+    m1 = MaskNet1d(12, heads=3)
+    out = m1(torch.randn(5, 12))
+    assert out.shape == (5, 12) and bool(((out > 0) & (out < 1)).all())
+    m2 = MaskNet2d(8, heads=2)
+    assert m2(torch.randn(3, 8, 7, 7)).shape == (3, 8)
+    assert isinstance(masknet_for(torch.randn(2, 8, 4, 4)), MaskNet2d)
+    assert isinstance(masknet_for(torch.randn(2, 8, 1, 1)), MaskNet1d)
+    assert isinstance(masknet_for(torch.randn(2, 8)), MaskNet1d)
+
+
+def test_models_forward_and_hook_paths() -> None:
+    batch = {"image": torch.randn(4, 1, 28, 28), "audio": torch.randn(4, 1, 64, 64)}
+    for kind in ("image", "audio", "fusion"):
+        assert build(kind)(batch).shape == (4, 10)
+    names = dict(build("fusion").named_modules())
+    assert {"net.concat", "net.fc1", "net.image.conv3", "net.audio.fc1"} <= set(names)
+
+
+def _trio() -> stages.Trio:
+    torch.manual_seed(0)
+    return stages.Trio(build("fusion", width=4, embed=8), build("audio", width=4, embed=8),
+                       build("image", width=4, embed=8)).eval()
+
+
+def test_masked_teachers_apply_their_own_mask_only() -> None:
+    trio = _trio()
+    batch = {"image": torch.randn(3, 1, 28, 28), "audio": torch.randn(3, 1, 64, 64)}
+    zero = lambda h: torch.zeros(h.shape[:2])  # noqa: E731
+    one = lambda h: torch.ones(h.shape[:2])  # noqa: E731
+    ts = [stages.MaskedTeacher("a", trio.mm, "net.fc1", one),
+          stages.MaskedTeacher("b", trio.mm, "net.concat", zero)]
+    with torch.no_grad():
+        plain = trio.mm(batch)
+        outs = stages.teacher_logits(ts, batch)
+        cum = stages.teacher_logits(list(reversed(ts)), batch, cumulative=True)
+    torch.testing.assert_close(outs[0], plain)  # an all-ones mask changes nothing
+    assert not torch.allclose(outs[1], plain)
+    # cumulative (official stage-3 quirk): the second teacher still has the first one's zero mask
+    torch.testing.assert_close(cum[1], outs[1])
+    assert all(len(m._forward_hooks) == 0 for m in trio.modules())
+
+
+def test_official_balance_loss_matches_kldivloss() -> None:
+    torch.manual_seed(0)
+    probs = torch.randn(16, 4).softmax(-1)
+    pbar = probs.mean(0)
+    ref = nn.KLDivLoss(reduction="batchmean")(pbar.log(), torch.full((4,), 0.25))
+    torch.testing.assert_close(stages.balance_loss(probs, "official"), ref)
+    assert float(stages.balance_loss(torch.full((8, 4), 0.25), "official")) == pytest.approx(0.0, abs=1e-7)
+    assert float(stages.balance_loss(probs, "kl")) >= 0 and float(stages.balance_loss(probs, "cv")) >= 0
+
+
+def test_loss_weight_schedule_follows_official_decay() -> None:
+    cfg = build_config({"recipe": "mst", "name": "x"}, recipe_module=mst)
+    from multiteacher.data.avdigits import Fold
+
+    plan = mst.make_plan(cfg, Fold("george", None, None, None, {}), "image")  # type: ignore[arg-type]
+    # official: after epoch e, w_lb *= 0.9 if e % 10 == 0; w_kl *= 0.5 if e % 30 == 0
+    w_kl, w_lb = 1.0, 1.0
+    for e in range(65):
+        assert stages.loss_weights(plan, e) == pytest.approx((w_kl, w_lb))
+        w_lb *= 0.9 if e % 10 == 0 else 1
+        w_kl *= 0.5 if e % 30 == 0 else 1
+
+
+def test_recipe_yamls_validate_and_reject_bad_keys() -> None:
+    full = load_config(REPO / "recipes" / "mst-avdigits.yaml")
+    tiny = load_config(REPO / "recipes" / "mst-avdigits-tiny.yaml")
+    assert full.recipe == tiny.recipe == "mst" and len(full.data.folds) == 5 and tiny.data.folds == ["george"]
+    with pytest.raises(ConfigError, match=r"mst\.epoch_s1"):
+        load_config(REPO / "recipes" / "mst-avdigits-tiny.yaml", ["mst.epoch_s1=3"])
+    with pytest.raises(ConfigError, match="unknown fold speaker"):
+        load_config(REPO / "recipes" / "mst-avdigits-tiny.yaml", ["data.folds=[bob]"])
+    with pytest.raises(ConfigError, match="methods"):
+        load_config(REPO / "recipes" / "mst-avdigits-tiny.yaml", ["methods=[mts]"])
+
+
+def test_summary_table_paired_tests(tmp_path) -> None:
+    import json
+
+    from multiteacher.recipes.mst.summary import load_rows, table
+
+    rows = []
+    for i, fold in enumerate(["a", "b", "c"]):
+        for method, acc in (("kd_mm", 0.5 + 0.01 * i), ("mst", 0.6 + 0.02 * i), ("no_kd", 0.4)):
+            rows.append({"method": method, "direction": "audio->image", "fold": fold, "acc": acc, "f1": acc,
+                         **({"route/x": 0.7, "route/y": 0.3} if method == "mst" else {})})
+    (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
+    text = table(load_rows([tmp_path / "results.json"]))
+    line = next(ln for ln in text.splitlines() if ln.startswith("| mst |"))
+    assert "0.620 ± 0.020" in line and "+0.110" in line and line.endswith("| 3 |")
+    assert "mst: x 0.70, y 0.30" in text
+    mm = stages.scores(torch.randn(2, 9, 4, 4), torch.randint(0, 9, (2, 4, 4)))
+    assert set(mm) == {"acc", "miou", "loss"}
+
+
+def test_stage1_mutual_kd_matches_kd_kl_and_keeps_both_gradients() -> None:
+    torch.manual_seed(0)
+    for shape in ((5, 10), (2, 9, 4, 4)):  # classification, and dense: averaged over pixels
+        s, t = torch.randn(shape, requires_grad=True), torch.randn(shape, requires_grad=True)
+        val = stages._kd_both(s, t, 4.0)
+        torch.testing.assert_close(val, kd_kl(s, t, 4.0))
+        val.backward()
+        assert s.grad is not None and t.grad is not None and t.grad.abs().sum() > 0
