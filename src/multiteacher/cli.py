@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--readme", help="paste the table into this file between results markers")
     rep.add_argument("--marker", help="marker name for --readme")
     rep.add_argument("--digits", type=int, default=3)
+    rep.add_argument("--where", action="append", metavar="FIELD=V1,V2",
+                     help="keep rows whose FIELD is one of the values")
+    rep.add_argument("--columns", nargs="+", help="numeric columns to show (default: all)")
 
     d = sub.add_parser("data", help="list or check the named datasets")
     d.add_argument("action", choices=["list", "check"])
@@ -112,9 +115,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from multiteacher.errors import ConfigError
     from multiteacher.io import atomic_write_text
-    from multiteacher.report import report_markdown, update_readme
+    from multiteacher.report import parse_where, report_markdown, update_readme
 
-    md = report_markdown([Path(p) for p in args.runs], args.digits)
+    md = report_markdown([Path(p) for p in args.runs], args.digits, parse_where(args.where), args.columns)
     print(md)
     if args.out:
         atomic_write_text(args.out, md)

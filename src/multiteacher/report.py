@@ -96,10 +96,41 @@ def format_table(table: list[dict[str, Any]], digits: int = 3) -> str:
     return "\n".join(lines) + "\n" + foot
 
 
-def report_markdown(paths: list[Path], digits: int = 3) -> str:
+def filter_rows(results: list[dict[str, Any]], where: dict[str, set[str]] | None) -> list[dict[str, Any]]:
+    """Keep only rows whose field `k` (as a string) is one of `where[k]`, for every k."""
+    if not where:
+        return results
+    out = []
+    for res in results:
+        rows = [r for r in res.get("rows", []) if all(str(r.get(k)) in vals for k, vals in where.items())]
+        out.append({**res, "rows": rows})
+    return out
+
+
+def select_columns(table: list[dict[str, Any]], columns: list[str] | None) -> list[dict[str, Any]]:
+    """Keep the grouping fields plus the named numeric columns (all when `columns` is None)."""
+    if not columns:
+        return table
+    keep = [{k: v for k, v in e.items() if not isinstance(v, tuple) or k in columns} for e in table]
+    return [e for e in keep if any(isinstance(v, tuple) for v in e.values())]
+
+
+def parse_where(items: list[str] | None) -> dict[str, set[str]]:
+    """`["kind=direct,consensus", "node=depth"]` -> {"kind": {"direct", "consensus"}, "node": {"depth"}}."""
+    where: dict[str, set[str]] = {}
+    for item in items or []:
+        key, sep, vals = item.partition("=")
+        if not sep:
+            raise DataError(f"--where {item!r}: expected FIELD=VALUE[,VALUE...]")
+        where.setdefault(key, set()).update(vals.split(","))
+    return where
+
+
+def report_markdown(paths: list[Path], digits: int = 3, where: dict[str, set[str]] | None = None,
+                    columns: list[str] | None = None) -> str:
     """Aggregated markdown table for several runs, with provenance (commits, config hashes)."""
-    results = load_results(paths)
-    table = format_table(aggregate(results), digits)
+    results = filter_rows(load_results(paths), where)
+    table = format_table(select_columns(aggregate(results), columns), digits)
     commits = sorted({r.get("commit", "unknown") for r in results})
     seeds = sorted({r.get("seed") for r in results})
     shown = ", ".join(c[:12] + ("+dirty" if c.endswith("+dirty") else "") for c in commits)
