@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,7 +77,7 @@ class NpzDir:
                 if len(keys) != 1:
                     raise DataError(f"{path} holds {len(keys)} arrays {keys}; save exactly one per file")
                 return z[keys[0]]
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise DataError(f"{path} is not a readable .npz ({e}) — re-save it with numpy.savez") from None
 
     def export(
