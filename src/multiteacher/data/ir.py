@@ -1,0 +1,386 @@
+"""IR collections: BEIR directories, TREC run/qrels files, the shared `trec-dl` layout, `ir_datasets`.
+
+Everything loads into one in-memory shape, `IRData` (queries, passages, candidate run, qrels, extra
+runs), small enough for re-ranking sets (a few thousand passages). Readers are strict: a malformed
+line raises a one-line `DataError` naming the file and line, never a traceback.
+
+Specs accepted by `load_ir(spec, data_dir)`:
+  - `trec-dl/dl19` (or `dl19`): `<data_dir>/trec-dl/dl19/` with `queries.tsv`, `corpus.jsonl`,
+    `bm25.run`, optional `qrels.txt` and other `*.run` files (kept in `IRData.runs`);
+  - a directory path: BEIR layout (`corpus.jsonl`, `queries.jsonl|tsv`, `qrels/<split>.tsv`) plus an
+    optional candidate run (`bm25.run` or the first `*.run`); the trec-dl layout is a special case;
+  - `irds:<id>` (e.g. `irds:msmarco-passage/trec-dl-2019/judged`): through the optional
+    `ir_datasets` extra (`pip install multiteacher[ir-datasets]`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from multiteacher.data.registry import DatasetInfo, register_dataset, require_path
+from multiteacher.errors import DataError
+
+Run = dict[str, dict[str, float]]  # qid -> docid -> score (higher is better)
+Qrels = dict[str, dict[str, int]]  # qid -> docid -> grade
+
+TREC_DL_SETS = ("dl19", "dl21", "dl22")
+TREC_DL_HINT = "place the TREC-DL files under <data_dir>/trec-dl/<set>/ (see ../shared/data/README.md)"
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Non-empty lines with 1-based numbers; a missing file is a DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing file: {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if line.strip():
+                yield i, line
+
+
+def read_queries_tsv(path: str | Path) -> dict[str, str]:
+    """`qid<TAB>text` per line."""
+    out: dict[str, str] = {}
+    for i, line in _lines(Path(path)):
+        qid, sep, text = line.partition("\t")
+        if not sep or not qid.strip():
+            raise DataError(f"{path}:{i}: expected 'qid<TAB>text', got {line[:60]!r}")
+        out[qid.strip()] = text.strip()
+    return out
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    for i, line in _lines(path):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{i}: invalid JSON ({e.msg})") from None
+        if not isinstance(obj, dict) or "_id" not in obj:
+            raise DataError(f"{path}:{i}: expected a JSON object with an '_id' field")
+        yield i, obj
+
+
+def read_queries_jsonl(path: str | Path) -> dict[str, str]:
+    """BEIR `queries.jsonl`: `{"_id": ..., "text": ...}` per line."""
+    out: dict[str, str] = {}
+    for i, obj in _json_lines(Path(path)):
+        if not isinstance(obj.get("text"), str):
+            raise DataError(f"{path}:{i}: query {obj['_id']!r} has no string 'text' field")
+        out[str(obj["_id"])] = obj["text"]
+    return out
+
+
+def passage_text(title: str | None, text: str) -> str:
+    """The text a model sees for a passage: `title. text` when there is a title (as BEIR does)."""
+    title = (title or "").strip()
+    return f"{title}. {text}" if title else text
+
+
+def read_corpus_jsonl(path: str | Path, ids: Iterable[str] | None = None) -> dict[str, str]:
+    """BEIR `corpus.jsonl` (`_id`, `title`, `text`) -> {docid: passage text}; optionally only `ids`."""
+    keep = set(ids) if ids is not None else None
+    out: dict[str, str] = {}
+    for i, obj in _json_lines(Path(path)):
+        did = str(obj["_id"])
+        if keep is not None and did not in keep:
+            continue
+        if not isinstance(obj.get("text"), str):
+            raise DataError(f"{path}:{i}: passage {did!r} has no string 'text' field")
+        out[did] = passage_text(obj.get("title"), obj["text"])
+    return out
+
+
+def read_trec_run(path: str | Path) -> Run:
+    """TREC run `qid Q0 docid rank score tag` -> {qid: {docid: score}} (score: higher is better)."""
+    out: Run = {}
+    for i, line in _lines(Path(path)):
+        parts = line.split()
+        if len(parts) != 6:
+            raise DataError(f"{path}:{i}: expected 6 fields 'qid Q0 docid rank score tag', got {len(parts)}")
+        qid, _, did, rank, score, _ = parts
+        try:
+            int(rank)
+            value = float(score)
+        except ValueError:
+            raise DataError(f"{path}:{i}: rank {rank!r} / score {score!r} is not a number") from None
+        docs = out.setdefault(qid, {})
+        if did in docs:
+            raise DataError(f"{path}:{i}: document {did!r} listed twice for query {qid!r}")
+        docs[did] = value
+    return out
+
+
+def read_trec_run_ranks(path: str | Path) -> dict[str, dict[str, int]]:
+    """TREC run -> {qid: {docid: rank}} using the rank column (1 = best), for LLM orderings."""
+    out: dict[str, dict[str, int]] = {}
+    for i, line in _lines(Path(path)):
+        parts = line.split()
+        if len(parts) != 6:
+            raise DataError(f"{path}:{i}: expected 6 fields 'qid Q0 docid rank score tag', got {len(parts)}")
+        try:
+            out.setdefault(parts[0], {})[parts[2]] = int(parts[3])
+        except ValueError:
+            raise DataError(f"{path}:{i}: rank {parts[3]!r} is not an integer") from None
+    return out
+
+
+def read_qrels(path: str | Path) -> Qrels:
+    """TREC qrels (`qid iter docid rel`) or BEIR qrels TSV (`query-id corpus-id score`, header)."""
+    out: Qrels = {}
+    for i, line in _lines(Path(path)):
+        parts = line.split()
+        if i == 1 and parts and parts[0].lower() in ("query-id", "qid", "query_id"):
+            continue  # BEIR header
+        if len(parts) == 4:
+            qid, _, did, rel = parts
+        elif len(parts) == 3:
+            qid, did, rel = parts
+        else:
+            raise DataError(f"{path}:{i}: expected 'qid 0 docid rel' (TREC) or 'qid docid rel' (BEIR)")
+        try:
+            grade = int(float(rel))
+        except ValueError:
+            raise DataError(f"{path}:{i}: relevance {rel!r} is not a number") from None
+        out.setdefault(qid, {})[did] = grade
+    return out
+
+
+def write_trec_run(path: str | Path, run: Mapping[str, Mapping[str, float]], tag: str = "multiteacher") -> None:
+    """Atomically write a run in TREC format, each query's documents by descending score."""
+    from multiteacher.io import atomic_write_text
+
+    lines = []
+    for qid in sorted(run):
+        ranked = sorted(run[qid].items(), key=lambda kv: (-kv[1], kv[0]))
+        lines += [f"{qid} Q0 {d} {r} {s:.6f} {tag}" for r, (d, s) in enumerate(ranked, 1)]
+    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+@dataclass
+class IRData:
+    """A re-ranking set: queries, passages of the candidates, the candidate run, qrels, extra runs."""
+
+    name: str
+    queries: dict[str, str]
+    passages: dict[str, str]
+    candidates: Run
+    qrels: Qrels | None = None
+    runs: dict[str, Run] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            self.fingerprint = self.compute_fingerprint()
+
+    def compute_fingerprint(self) -> str:
+        """Content hash of queries, candidate pairs and passage texts (keys the teacher cache)."""
+        h = hashlib.sha256()
+        for qid in sorted(self.candidates):
+            h.update(f"q\t{qid}\t{self.queries.get(qid, '')}\n".encode())
+            for did in sorted(self.candidates[qid]):
+                h.update(f"d\t{did}\t{self.passages.get(did, '')}\n".encode())
+        return h.hexdigest()[:16]
+
+    @property
+    def qids(self) -> list[str]:
+        """Queries that have candidates, in a stable order."""
+        return sorted(q for q in self.candidates if q in self.queries)
+
+    def pairs(self, qids: Iterable[str] | None = None) -> list[tuple[str, str]]:
+        """(qid, docid) candidate pairs, by query then candidate rank."""
+        out = []
+        for qid in self.qids if qids is None else qids:
+            ranked = sorted(self.candidates[qid].items(), key=lambda kv: (-kv[1], kv[0]))
+            out += [(qid, d) for d, _ in ranked]
+        return out
+
+    def subset(self, qids: Iterable[str], name: str | None = None) -> IRData:
+        """The same data restricted to `qids` (e.g. train minus validation)."""
+        keep = [q for q in qids if q in self.candidates]
+        docs = {d for q in keep for d in self.candidates[q]}
+        return IRData(
+            name=name or self.name,
+            queries={q: self.queries[q] for q in keep if q in self.queries},
+            passages={d: t for d, t in self.passages.items() if d in docs},
+            candidates={q: dict(self.candidates[q]) for q in keep},
+            qrels=None if self.qrels is None else {q: dict(self.qrels[q]) for q in keep if q in self.qrels},
+            runs={n: {q: dict(r[q]) for q in keep if q in r} for n, r in self.runs.items()},
+        )
+
+    def validate(self, source: str = "") -> IRData:
+        """Every candidate query has text and every candidate passage has text."""
+        where = source or self.name
+        for qid, docs in self.candidates.items():
+            if qid not in self.queries:
+                raise DataError(f"{where}: candidate run names query {qid!r} that is not in the queries file")
+            for did in docs:
+                if did not in self.passages:
+                    raise DataError(f"{where}: candidate {did!r} of query {qid!r} has no passage in the corpus file")
+        return self
+
+
+def _find_queries(root: Path) -> dict[str, str]:
+    if (root / "queries.tsv").is_file():
+        return read_queries_tsv(root / "queries.tsv")
+    if (root / "queries.jsonl").is_file():
+        return read_queries_jsonl(root / "queries.jsonl")
+    raise DataError(f"{root}: no queries.tsv or queries.jsonl — add one (BEIR or 'qid<TAB>text')")
+
+
+def _find_qrels(root: Path, split: str) -> Qrels | None:
+    for p in (root / "qrels.txt", root / "qrels" / f"{split}.tsv", root / "qrels" / f"{split}.txt"):
+        if p.is_file():
+            return read_qrels(p)
+    return None
+
+
+def load_dir(root: str | Path, name: str | None = None, split: str = "test", candidates: str | None = None) -> IRData:
+    """A BEIR-style directory (the trec-dl layout included) with a candidate run.
+
+    `candidates` names the run file to re-rank (default `bm25.run`, else the only `*.run`). Without any
+    run file every query is paired with every qrels-judged document (BEIR without a first stage).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"missing IR directory: {root} does not exist — {TREC_DL_HINT}")
+    queries = _find_queries(root)
+    qrels = _find_qrels(root, split)
+    run_files = sorted(root.glob("*.run"))
+    cand_file = root / candidates if candidates else root / "bm25.run"
+    if not cand_file.is_file():
+        if candidates:
+            raise DataError(f"{root}: candidate run {candidates!r} not found")
+        cand_file = run_files[0] if len(run_files) == 1 else None
+    if cand_file is not None:
+        cand = read_trec_run(cand_file)
+    elif qrels is not None:
+        cand = {q: {d: 0.0 for d in docs} for q, docs in qrels.items() if q in queries}
+    else:
+        raise DataError(f"{root}: no candidate run (bm25.run) and no qrels to build candidates from")
+    runs = {p.stem: read_trec_run(p) for p in run_files if p != cand_file}
+    needed = {d for docs in cand.values() for d in docs}
+    passages = read_corpus_jsonl(require_path(root / "corpus.jsonl", "corpus", TREC_DL_HINT), ids=needed)
+    return IRData(name or root.name, queries, passages, cand, qrels, runs).validate(str(root))
+
+
+def trec_dl_dir(data_dir: str | Path, name: str) -> Path:
+    """`<data_dir>/trec-dl/<set>` for `dl19` or `trec-dl/dl19`."""
+    set_name = name.split("/")[-1]
+    return Path(data_dir) / "trec-dl" / set_name
+
+
+def load_trec_dl(data_dir: str | Path, name: str) -> IRData:
+    """One TREC-DL set from the shared layout (`dl19`, `dl21`, `dl22`)."""
+    root = trec_dl_dir(data_dir, name)
+    require_path(root, f"TREC-DL set {name!r}", TREC_DL_HINT)
+    return load_dir(root, name=root.name)
+
+
+def load_ir_datasets(dataset_id: str, candidates_k: int = 100) -> IRData:
+    """An `ir_datasets` id (optional extra): queries, qrels, the scoreddocs top-k (or judged docs)."""
+    try:
+        import ir_datasets  # type: ignore[import-not-found]
+    except ModuleNotFoundError:
+        raise DataError(
+            f"irds:{dataset_id}: the ir_datasets package is not installed — pip install 'multiteacher[ir-datasets]'"
+        ) from None
+    try:
+        ds = ir_datasets.load(dataset_id)
+    except KeyError:
+        raise DataError(f"irds:{dataset_id}: unknown ir_datasets id") from None
+    queries = {q.query_id: getattr(q, "text", "") for q in ds.queries_iter()}
+    qrels: Qrels | None = None
+    if ds.has_qrels():
+        qrels = {}
+        for r in ds.qrels_iter():
+            qrels.setdefault(r.query_id, {})[r.doc_id] = int(r.relevance)
+    if ds.has_scoreddocs():
+        cand: Run = {}
+        for s in ds.scoreddocs_iter():
+            cand.setdefault(s.query_id, {})[s.doc_id] = float(s.score)
+        cand = {q: dict(sorted(d.items(), key=lambda kv: -kv[1])[:candidates_k]) for q, d in cand.items()}
+    elif qrels is not None:
+        cand = {q: {d: 0.0 for d in docs} for q, docs in qrels.items()}
+    else:
+        raise DataError(f"irds:{dataset_id}: has neither scoreddocs nor qrels to re-rank")
+    cand = {q: d for q, d in cand.items() if q in queries}
+    store = ds.docs_store()
+    needed = sorted({d for docs in cand.values() for d in docs})
+    passages = {}
+    for doc in store.get_many_iter(needed):
+        passages[doc.doc_id] = passage_text(getattr(doc, "title", ""), getattr(doc, "text", ""))
+    return IRData(f"irds:{dataset_id}", queries, passages, cand, qrels).validate(f"irds:{dataset_id}")
+
+
+def load_ir(spec: str, data_dir: str | Path | None = None) -> IRData:
+    """Load by spec: `trec-dl/dl19` | `dl19` | a BEIR directory | `irds:<ir_datasets id>`."""
+    if spec.startswith("irds:"):
+        return load_ir_datasets(spec[len("irds:") :])
+    if spec in TREC_DL_SETS or spec.startswith("trec-dl/"):
+        if data_dir is None:
+            from multiteacher.data.registry import resolve_data_dir
+
+            data_dir = resolve_data_dir()
+        return load_trec_dl(data_dir, spec)
+    path = Path(spec)
+    if not path.is_absolute() and data_dir is not None and not path.exists():
+        path = Path(data_dir) / spec
+    return load_dir(path)
+
+
+def read_qid_list(path: str | Path) -> list[str]:
+    """A committed query-id list: one qid per line, `#` comments allowed."""
+    out = []
+    for _, line in _lines(Path(path)):
+        line = line.split("#", 1)[0].strip()
+        if line:
+            out.append(line.split()[0])
+    return out
+
+
+def write_qrels_tsv(path: str | Path, qrels: Qrels) -> None:
+    """BEIR qrels TSV (with header), for exporting derived sets."""
+    from multiteacher.io import atomic_open
+
+    with atomic_open(path, "w") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(["query-id", "corpus-id", "score"])
+        for q in sorted(qrels):
+            for d in sorted(qrels[q]):
+                w.writerow([q, d, qrels[q][d]])
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def _check_trec_dl(set_name: str):
+    def check(data_dir: Path) -> str:
+        d = load_trec_dl(data_dir, set_name)
+        n_pairs = sum(len(v) for v in d.candidates.values())
+        judged = "no qrels" if d.qrels is None else f"{sum(len(v) for v in d.qrels.values())} judgments"
+        extra = f", runs: {', '.join(sorted(d.runs))}" if d.runs else ""
+        return f"{len(d.qids)} queries, {n_pairs} BM25 candidates, {len(d.passages)} passages, {judged}{extra}"
+
+    return check
+
+
+for _set in TREC_DL_SETS:
+    register_dataset(
+        DatasetInfo(
+            name=f"trec-dl/{_set}",
+            description=f"TREC Deep Learning {_set} passage queries with BM25 top-100 candidates",
+            check=_check_trec_dl(_set),
+        )
+    )

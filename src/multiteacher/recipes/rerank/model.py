@@ -1,0 +1,260 @@
+"""The student: any HF `AutoModelForSequenceClassification(num_labels=1)` cross-encoder.
+
+Loads by hub name or local path (a bi-encoder checkpoint such as all-MiniLM-L6-v2 gets a fresh
+regression head), or builds a tiny random model offline (`random:` section: BERT, RoBERTa, ELECTRA,
+DeBERTa-v2, ModernBERT) with a WordPiece tokenizer trained on the recipe's own texts. Keeps only the
+first N encoder layers when asked (speed). Batches use dynamic padding; inference sorts pairs by
+length so that each batch pads little. Export writes `save_pretrained` + tokenizer with an identity
+activation, so `sentence_transformers.CrossEncoder(path).predict` returns the same raw scores as
+`AutoModelForSequenceClassification`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from multiteacher.config import StrictModel
+from multiteacher.errors import ConfigError
+
+ARCHS = ("bert", "roberta", "electra", "deberta-v2", "modernbert")
+IDENTITY = "torch.nn.modules.linear.Identity"
+
+
+class RandomModelConfig(StrictModel):
+    """A tiny randomly initialised encoder (tests, the tiny recipe): no download, no hub."""
+
+    arch: Literal["bert", "roberta", "electra", "deberta-v2", "modernbert"] = "bert"
+    hidden: int = Field(32, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    intermediate: int = Field(64, ge=8)
+    vocab_size: int = Field(2000, ge=200)
+
+
+class ModelConfig(StrictModel):
+    """Which student to train and how it reads (query, passage) pairs."""
+
+    name: str = "models/all-MiniLM-L6-v2"  # hub name or local folder (see `make models`)
+    random: RandomModelConfig | None = None  # set to build a tiny random model instead of `name`
+    keep_layers: int | None = Field(None, ge=1)  # keep only the first N encoder layers
+    max_length: int = Field(256, ge=16)
+    eval_batch_size: int = Field(64, ge=1)
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)  # override hidden dropout if set
+
+
+# ------------------------------------------------------------------------------- tokenizer / config
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int = 2000) -> Any:
+    """A BERT WordPiece tokenizer whose vocabulary is built from `texts`, deterministically.
+
+    Vocabulary: special tokens, every character (and its `##` continuation), then the most frequent
+    lower-cased words (ties by spelling) up to `vocab_size`. (The `tokenizers` trainer is not used
+    because its ties depend on per-process hash seeds, which would break resuming a run.)
+    """
+    import re
+    from collections import Counter
+
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    words: Counter[str] = Counter()
+    chars: Counter[str] = Counter()
+    for t in texts:
+        for w in re.findall(r"\w+|[^\w\s]", t.lower()):
+            words[w] += 1
+            chars.update(w)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    ch = sorted(chars, key=lambda c: (-chars[c], c))[: max(0, (vocab_size - len(specials)) // 3)]
+    vocab = specials + ch + ["##" + c for c in ch]
+    seen = set(vocab)
+    for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if w not in seen:
+            vocab.append(w)
+            seen.add(w)
+    wp = BertWordPieceTokenizer(vocab={t: i for i, t in enumerate(vocab)}, lowercase=True)
+    return BertTokenizerFast(tokenizer_object=wp._tokenizer, model_max_length=512)
+
+
+def tiny_config(rc: RandomModelConfig, tok: Any, max_positions: int = 512) -> Any:
+    """A transformers config for a tiny random encoder of architecture `rc.arch` (num_labels=1)."""
+    from transformers import AutoConfig
+
+    vocab_size, pad_id = len(tok), tok.pad_token_id
+
+    common: dict[str, Any] = dict(
+        vocab_size=vocab_size,
+        hidden_size=rc.hidden,
+        num_hidden_layers=rc.layers,
+        num_attention_heads=rc.heads,
+        intermediate_size=rc.intermediate,
+        num_labels=1,
+        pad_token_id=pad_id,
+    )
+    if rc.arch == "modernbert":
+        common.update(max_position_embeddings=max_positions, global_attn_every_n_layers=1, local_attention=16)
+        cls, sep = tok.cls_token_id, tok.sep_token_id
+        common.update(bos_token_id=cls, cls_token_id=cls, eos_token_id=sep, sep_token_id=sep)
+        return AutoConfig.for_model("modernbert", **common)
+    if rc.arch == "electra":
+        common.update(embedding_size=rc.hidden)
+    if rc.arch == "roberta":
+        max_positions += 2  # RoBERTa offsets positions by padding_idx + 1
+    common.update(max_position_embeddings=max_positions)
+    if rc.arch == "deberta-v2":
+        common.update(relative_attention=True, position_buckets=32, max_relative_positions=-1)
+        common["pos_att_type"] = ["p2c", "c2p"]
+    return AutoConfig.for_model(rc.arch, **common)
+
+
+# ------------------------------------------------------------------------------------------ layers
+
+
+def encoder_layers(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """The encoder's layer list and its attribute name (the ModuleList as long as num_hidden_layers)."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    best: tuple[torch.nn.Module, str] | None = None
+    for parent in model.modules():
+        for attr, child in parent.named_children():
+            if isinstance(child, torch.nn.ModuleList) and len(child) == n and best is None:
+                best = (parent, attr)
+    if best is None:
+        raise ConfigError(f"model.keep_layers: cannot find the encoder layer list of {type(model).__name__}")
+    return best
+
+
+def keep_first_layers(model: torch.nn.Module, n: int) -> torch.nn.Module:
+    """Drop every encoder layer after the first `n` (in place); the config follows."""
+    parent, attr = encoder_layers(model)
+    layers = getattr(parent, attr)
+    if n > len(layers):
+        raise ConfigError(f"model.keep_layers = {n} but the model has only {len(layers)} layers")
+    setattr(parent, attr, torch.nn.ModuleList(list(layers)[:n]))
+    model.config.num_hidden_layers = n
+    lt = getattr(model.config, "layer_types", None)
+    if isinstance(lt, list) and len(lt) > n:
+        model.config.layer_types = lt[:n]
+    return model
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def load_student(cfg: ModelConfig, texts: Iterable[str] | None = None, seed: int = 0) -> tuple[Any, Any]:
+    """(model, tokenizer) for the config; `texts` trains the tokenizer of a random model."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if cfg.random is not None:
+        tok = train_wordpiece(texts or ["empty"], cfg.random.vocab_size)
+        tok.model_max_length = cfg.max_length
+        conf = tiny_config(cfg.random, tok, max_positions=max(cfg.max_length, 64))
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = AutoModelForSequenceClassification.from_config(conf)
+    else:
+        path = Path(cfg.name).expanduser()
+        ref = str(path) if path.exists() else cfg.name
+        try:
+            tok = AutoTokenizer.from_pretrained(ref)
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)  # the fresh head is seeded
+                model = AutoModelForSequenceClassification.from_pretrained(ref, num_labels=1)
+        except OSError as e:
+            raise ConfigError(
+                f"model.name = {cfg.name!r}: cannot load it ({str(e).splitlines()[0][:120]}) — "
+                "give a local folder (run `make models` for ./models/all-MiniLM-L6-v2) or a hub name"
+            ) from None
+    model.float()  # train in fp32 master weights even from a half-precision checkpoint
+    if cfg.keep_layers is not None:
+        keep_first_layers(model, cfg.keep_layers)
+    if cfg.dropout is not None:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = cfg.dropout
+    tok.model_max_length = cfg.max_length
+    model.config.sentence_transformers = {"activation_fn": IDENTITY}
+    return model, tok
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+
+def encode(tok: Any, queries: Sequence[str], passages: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Tokenize (query, passage) pairs with dynamic padding (longest in the batch), passage truncated."""
+    return tok(
+        list(queries),
+        list(passages),
+        padding=True,
+        truncation="longest_first",
+        max_length=max_length,
+        return_tensors="pt",
+    )
+
+
+def forward_scores(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One score per pair (the single logit)."""
+    return model(**batch).logits.squeeze(-1)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), so padding stays small."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def score_pairs(
+    model: Any,
+    tok: Any,
+    queries: Sequence[str],
+    passages: Sequence[str],
+    max_length: int,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> list[float]:
+    """Scores for (query, passage) pairs in input order; length-sorted batches, eval mode."""
+    from tqdm import tqdm
+
+    if not queries:
+        return []
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    lengths = [len(q) + len(p) for q, p in zip(queries, passages)]  # chars: a cheap proxy for tokens
+    out = [0.0] * len(queries)
+    batches = length_sorted_batches(lengths, batch_size)
+    for idx in tqdm(batches, desc="score", disable=None if progress else True, leave=False):
+        batch = encode(tok, [queries[i] for i in idx], [passages[i] for i in idx], max_length)
+        s = forward_scores(model, {k: v.to(device) for k, v in batch.items()})
+        for i, v in zip(idx, s.float().cpu().tolist()):
+            out[i] = v
+    model.train(was_training)
+    return out
+
+
+def export(model: Any, tok: Any, out_dir: str | Path) -> Path:
+    """`save_pretrained` model + tokenizer; CrossEncoder(out_dir) gives raw (identity) scores.
+
+    Written to a temp folder and renamed, so a killed export leaves no half-written model folder.
+    """
+    import os
+    import shutil
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.config.sentence_transformers = {"activation_fn": IDENTITY}
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
