@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ def read_queries_tsv(path: str | Path) -> dict[str, str]:
         qid, sep, text = line.partition("\t")
         if not sep or not qid.strip():
             raise DataError(f"{path}:{i}: expected 'qid<TAB>text', got {line[:60]!r}")
+        if qid.strip() in out:
+            raise DataError(f"{path}:{i}: query id {qid.strip()!r} appears twice — keep one line per query")
         out[qid.strip()] = text.strip()
     return out
 
@@ -75,6 +78,8 @@ def read_queries_jsonl(path: str | Path) -> dict[str, str]:
     for i, obj in _json_lines(Path(path)):
         if not isinstance(obj.get("text"), str):
             raise DataError(f"{path}:{i}: query {obj['_id']!r} has no string 'text' field")
+        if str(obj["_id"]) in out:
+            raise DataError(f"{path}:{i}: query id {obj['_id']!r} appears twice — keep one line per query")
         out[str(obj["_id"])] = obj["text"]
     return out
 
@@ -95,6 +100,8 @@ def read_corpus_jsonl(path: str | Path, ids: Iterable[str] | None = None) -> dic
             continue
         if not isinstance(obj.get("text"), str):
             raise DataError(f"{path}:{i}: passage {did!r} has no string 'text' field")
+        if did in out:
+            raise DataError(f"{path}:{i}: passage id {did!r} appears twice — keep one line per passage")
         out[did] = passage_text(obj.get("title"), obj["text"])
     return out
 
@@ -112,6 +119,8 @@ def read_trec_run(path: str | Path) -> Run:
             value = float(score)
         except ValueError:
             raise DataError(f"{path}:{i}: rank {rank!r} / score {score!r} is not a number") from None
+        if not math.isfinite(value):
+            raise DataError(f"{path}:{i}: score {score!r} is not finite — fix or drop that line")
         docs = out.setdefault(qid, {})
         if did in docs:
             raise DataError(f"{path}:{i}: document {did!r} listed twice for query {qid!r}")
@@ -150,7 +159,10 @@ def read_qrels(path: str | Path) -> Qrels:
             grade = int(float(rel))
         except ValueError:
             raise DataError(f"{path}:{i}: relevance {rel!r} is not a number") from None
-        out.setdefault(qid, {})[did] = grade
+        docs = out.setdefault(qid, {})
+        if did in docs and docs[did] != grade:
+            raise DataError(f"{path}:{i}: ({qid}, {did}) judged twice with different grades {docs[did]} and {grade}")
+        docs[did] = grade
     return out
 
 
@@ -220,14 +232,22 @@ class IRData:
         )
 
     def validate(self, source: str = "") -> IRData:
-        """Every candidate query has text and every candidate passage has text."""
+        """Non-empty; every candidate query has text and every candidate passage has text; qrels
+        name at least one of the queries (qrels of another set are a common mistake)."""
         where = source or self.name
+        if not self.queries:
+            raise DataError(f"{where}: the queries file holds no queries — nothing to re-rank")
+        if not self.candidates:
+            raise DataError(f"{where}: the candidate run has no queries — nothing to re-rank")
         for qid, docs in self.candidates.items():
             if qid not in self.queries:
                 raise DataError(f"{where}: candidate run names query {qid!r} that is not in the queries file")
             for did in docs:
                 if did not in self.passages:
                     raise DataError(f"{where}: candidate {did!r} of query {qid!r} has no passage in the corpus file")
+        if self.qrels and not set(self.qrels) & set(self.queries):
+            raise DataError(f"{where}: the qrels name none of the {len(self.queries)} queries "
+                            "(qrels of another set?) — use the qrels that belong to these queries")
         return self
 
 

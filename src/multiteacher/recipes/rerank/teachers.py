@@ -13,6 +13,7 @@ Teachers are fused per query (`fusion.fuse`); LLM orderings serve as listwise te
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +84,8 @@ def read_hofstaetter(path: str | Path) -> list[tuple[float, float, str, str, str
                 out.append((float(parts[0]), float(parts[1]), parts[2], parts[3], parts[4]))
             except ValueError:
                 raise DataError(f"{path}:{i}: scores {parts[0]!r} / {parts[1]!r} are not numbers") from None
+            if not (math.isfinite(out[-1][0]) and math.isfinite(out[-1][1])):
+                raise DataError(f"{path}:{i}: scores {parts[0]!r} / {parts[1]!r} are not finite — fix that line")
     return out
 
 
@@ -142,7 +145,7 @@ class EncoderTeacher:
                 self.model = AutoModel.from_pretrained(ref)
             else:
                 self.model = AutoModelForSequenceClassification.from_pretrained(ref)
-        except OSError:
+        except (OSError, ValueError):
             raise ConfigError(
                 f"teachers.members[{spec.name}].path = {spec.path!r}: cannot load the model — "
                 "run `make models` (local copies under ./models/) or give a hub name"
