@@ -57,7 +57,7 @@ def run() -> list[Row]:
         timings = alternate({s: (lambda s=s: _run(s, cache)) for s in SIDES}, repeats=2, warmup=1)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    case = f"NGC generation 0: 4 direct U-Net edges, 64 px, {STEPS} steps"
+    case = f"NGC generation 0: 4 direct U-Net edges, 64 px, {STEPS} steps (time ratio)"
     row = ratio_row("B4", case, timings["ours"], timings["peer"], work=1.0, unit="generations/s", invert=True,
                     ours_cfg="process executor, 2 workers x 1 torch thread",
                     peer_cfg="one process, edges in turn, 2 torch threads")

@@ -33,7 +33,7 @@ def _cli(args: list[str], data_dir: Path, cache: Path, kill: str | None = None) 
 
 def _metrics(run_dir: Path) -> dict:
     m = json.loads((run_dir / "results.json").read_text())["metrics"]
-    return {k: v for k, v in m.items() if k != "train/seconds"}
+    return m
 
 
 def test_killed_run_resumes_to_identical_results(tmp_path: Path, data_dir: Path) -> None:

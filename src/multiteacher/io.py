@@ -62,6 +62,19 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
         torch.save(obj, f)
 
 
+def atomic_savefig(fig: Any, path: str | os.PathLike[str], dpi: int = 90) -> Path:
+    """Render a matplotlib figure to PNG in memory, write it atomically, and close the figure."""
+    import io as _io
+
+    import matplotlib.pyplot as plt
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
 def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from multiteacher.errors import DataError
-from multiteacher.io import atomic_write_text
+from multiteacher.io import atomic_savefig, atomic_write_text
 
 AGGREGATED_OVER = ("seed", "fold")
 
@@ -36,7 +36,8 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
     return out
 
 
-def _mean_std(values: list[float]) -> tuple[float, float, int]:
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    """(mean, sample std with n-1, n); std 0 for a single value."""
     n = len(values)
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
@@ -61,7 +62,7 @@ def aggregate(results: list[dict[str, Any]], over: tuple[str, ...] = AGGREGATED_
     for key in order:
         entry: dict[str, Any] = dict(key)
         for k, vals in groups[key].items():
-            entry[k] = _mean_std(vals)
+            entry[k] = mean_std(vals)
         table.append(entry)
     return table
 
@@ -182,11 +183,7 @@ def plot_metrics(run_dir: Path) -> list[Path]:
             ax.legend(fontsize=7)
         fig.tight_layout()
         path = plots / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', fit_name)}.png"
-        tmp = path.with_name(f".{path.name}.tmp-plot.png")
-        fig.savefig(tmp, dpi=90)
-        plt.close(fig)
-        tmp.replace(path)
-        out.append(path)
+        out.append(atomic_savefig(fig, path))
     return out
 
 

@@ -34,7 +34,7 @@ from multiteacher.io import (
 )
 from multiteacher.killpoints import killpoint
 
-VOLATILE_RESULT_KEYS = ("wall_time_s", "finished_at", "sessions", "versions", "commit")
+VOLATILE_RESULT_KEYS = ("wall_time_s", "timings", "finished_at", "sessions", "versions", "commit")
 
 
 @dataclass
@@ -148,22 +148,10 @@ def git_commit() -> str:
         return "unknown"
 
 
-def is_timing_field(name: str) -> bool:
-    """A metric or row field that measures wall time (`train/seconds`, `edge_seconds`, `wall_time_s`)."""
-    last = name.rsplit("/", 1)[-1]
-    return last in ("seconds", "wall_time_s") or last.endswith("_seconds")
-
-
 def comparable_results(results: dict[str, Any]) -> dict[str, Any]:
-    """results.json without the fields that legitimately differ between identical runs: the session
-    fields (`VOLATILE_RESULT_KEYS`) and wall-time metrics and row fields (`is_timing_field`)."""
-    out = {k: v for k, v in results.items() if k not in VOLATILE_RESULT_KEYS}
-    if isinstance(out.get("metrics"), dict):
-        out["metrics"] = {k: v for k, v in out["metrics"].items() if not is_timing_field(k)}
-    if isinstance(out.get("rows"), list):
-        out["rows"] = [{k: v for k, v in r.items() if not is_timing_field(k)} if isinstance(r, dict) else r
-                       for r in out["rows"]]
-    return out
+    """results.json without the fields that legitimately differ between identical runs (session
+    fields and `timings`, where recipes put wall-clock measurements)."""
+    return {k: v for k, v in results.items() if k not in VOLATILE_RESULT_KEYS}
 
 
 def prepare_run_dir(cfg: RecipeConfig, run_dir: Path, resume: bool) -> None:
@@ -227,6 +215,7 @@ def execute_run(cfg: RecipeConfig, run_dir: Path, data_dir: Path, cache_dir: Pat
         "world_size": fabric.world_size,
         "metrics": out.get("metrics", {}),
         "rows": out.get("rows", []),
+        "timings": out.get("timings", {}),
         "commit": git_commit(),
         "sessions": meta["sessions"],
         "wall_time_s": round(time.perf_counter() - started, 3),

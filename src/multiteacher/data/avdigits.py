@@ -215,9 +215,9 @@ def _load_waves_cached(rec_dir: str) -> tuple[tuple[Recording, ...], np.ndarray,
     waves = np.zeros((len(recs), WAVE_LEN), np.float32)
     lengths = np.zeros(len(recs), np.int64)
     for i, r in enumerate(recs):
-        w = fit_length(read_wav(r.path), WAVE_LEN)
-        waves[i] = w
-        lengths[i] = min(len(w), WAVE_LEN)
+        raw = read_wav(r.path)
+        waves[i] = fit_length(raw, WAVE_LEN)
+        lengths[i] = min(len(raw), WAVE_LEN)  # the recording's own length: SNR is measured over it, not the padding
     return recs, waves, lengths
 
 

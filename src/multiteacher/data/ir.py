@@ -360,16 +360,6 @@ def load_ir(spec: str, data_dir: str | Path | None = None) -> IRData:
     return load_dir(path)
 
 
-def read_qid_list(path: str | Path) -> list[str]:
-    """A committed query-id list: one qid per line, `#` comments allowed."""
-    out = []
-    for _, line in _lines(Path(path)):
-        line = line.split("#", 1)[0].strip()
-        if line:
-            out.append(line.split()[0])
-    return out
-
-
 def write_qrels_tsv(path: str | Path, qrels: Qrels) -> None:
     """BEIR qrels TSV (with header), for exporting derived sets."""
     from multiteacher.io import atomic_open

@@ -211,17 +211,14 @@ def fit(
         model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["model"])
         set_rng_state(torch.load(rng_path, map_location="cpu", weights_only=False))
         return FitResult(**json.loads(done_path.read_text()))
-    if len(train_data) < cfg.batch_size and cfg.drop_last:  # type: ignore[arg-type]
-        raise ConfigError(f"fit '{name}': {len(train_data)} training samples < fit.batch_size={cfg.batch_size}"  # type: ignore[arg-type]
-                          " — lower fit.batch_size or set fit.drop_last=false")
-
     raw_model = model
     optimizer = build_optimizer(params if params is not None else model.parameters(), cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     sampler = EpochBatchSampler(len(train_data), cfg.batch_size, ctx.seed, cfg.shuffle,  # type: ignore[arg-type]
                                 cfg.drop_last, fabric.global_rank, fabric.world_size)
     if sampler.batches_per_epoch() == 0:
-        raise ConfigError(f"fit '{name}': no full batch of {cfg.batch_size} — lower fit.batch_size")
+        raise ConfigError(f"fit '{name}': {len(train_data)} training samples < fit.batch_size={cfg.batch_size}"  # type: ignore[arg-type]
+                          " — lower fit.batch_size or set fit.drop_last=false")
     state = FitState()
     if last_path.exists():  # resume
         ck = torch.load(last_path, map_location="cpu", weights_only=False)
@@ -256,9 +253,9 @@ def fit(
         return metrics
 
     def save(last: bool = True, best: bool = False) -> None:
-        payload = {"model": raw_model.state_dict()}
         ctx.sync_log()
         if fabric.global_rank == 0:
+            payload = {"model": raw_model.state_dict()}
             if best:
                 _save_atomic(best_path, payload, "fit/best_write")
             if last:

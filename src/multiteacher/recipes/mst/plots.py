@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from multiteacher.io import atomic_write_bytes
+from multiteacher.io import atomic_savefig
 
 ORDER = ["no_kd", "kd_mm", "kd_cross", "aver", "fitnet", "dkd", "mst_s1", "mst_nomask", "mst_random",
          "mst_soft", "mst"]
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
 
 
 def plot_rows(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -56,7 +45,7 @@ def plot_rows(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=8)
             ax.set(title=f"{d} (student: {d.split('->')[-1]}): test acc, mean ± std over folds", ylim=(0, 1))
         fig.tight_layout()
-        paths.append(_save(fig, out_dir / "mst_accuracy.png"))
+        paths.append(atomic_savefig(fig, out_dir / "mst_accuracy.png"))
     if usage:
         fig, axes = plt.subplots(1, len(usage), figsize=(5 * len(usage), 3.5), squeeze=False)
         for ax, d in zip(axes[0], sorted(usage)):
@@ -65,5 +54,5 @@ def plot_rows(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
             ax.set(title=f"{d}: MST routing usage (test, top-1)", ylim=(0, 1))
         fig.tight_layout()
-        paths.append(_save(fig, out_dir / "mst_routing.png"))
+        paths.append(atomic_savefig(fig, out_dir / "mst_routing.png"))
     return paths

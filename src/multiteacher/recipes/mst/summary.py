@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from multiteacher.errors import DataError
 from multiteacher.recipes.mst.plots import ORDER, plot_rows
+from multiteacher.report import mean_std
 from multiteacher.stats import holm, paired_randomization_test, paired_t_test
 
 EXTRA = ["teacher_mm", "teacher_cross", "mst_s1_mm_teacher", "mst_s1_cross_teacher"]
@@ -67,8 +67,7 @@ def _fold_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _ms(vals: list[float]) -> str:
-    mu = sum(vals) / len(vals)
-    sd = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    mu, sd, _ = mean_std(vals)
     return f"{mu:.3f} ± {sd:.3f}"
 
 

@@ -8,19 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from multiteacher.io import atomic_savefig
 from multiteacher.recipes.ngc import pipeline as P
 from multiteacher.recipes.ngc.graph import direct_id, output_nodes
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-plot.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 def plot_generations(cfg: Any, rows: list[dict[str, Any]], out: Path) -> Path:
@@ -55,7 +45,7 @@ def plot_generations(cfg: Any, rows: list[dict[str, Any]], out: Path) -> Path:
         ax.set_xticks(range(cfg.generations + 1))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out)
+    return atomic_savefig(fig, out)
 
 
 def plot_examples(c: P.Ctx, out_dir: Path, frames: int) -> list[Path]:
@@ -104,7 +94,7 @@ def plot_examples(c: P.Ctx, out_dir: Path, frames: int) -> list[Path]:
                     ax.set_title(title, fontsize=8)
         fig.suptitle(f"{node}: unlabelled training frames")
         fig.tight_layout()
-        paths.append(_save(fig, out_dir / f"ngc_example_{node}.png"))
+        paths.append(atomic_savefig(fig, out_dir / f"ngc_example_{node}.png"))
     return paths
 
 

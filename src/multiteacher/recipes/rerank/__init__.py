@@ -465,7 +465,6 @@ def run(cfg: Config, ctx: Any) -> dict[str, Any]:
         rows.append(_row(split, spec, name, "baseline", res["mean"]))
     metrics["train/steps"] = float(result.steps)
     metrics["train/best_step"] = float(result.best_step)
-    metrics["train/seconds"] = float(result.train_seconds)
     metrics["train/probe_loss_before"] = float(loss_before)
     metrics["train/probe_loss_after"] = float(loss_after)
     per_query = {"student": final, "untrained": untrained, "baselines": base}
@@ -473,7 +472,7 @@ def run(cfg: Config, ctx: Any) -> dict[str, Any]:
         from multiteacher.io import atomic_write_json
 
         atomic_write_json(ctx.run_dir / "per_query.json", per_query)
-    return {"metrics": metrics, "rows": rows}
+    return {"metrics": metrics, "rows": rows, "timings": {"train_seconds": float(result.train_seconds)}}
 
 
 def evaluate(cfg: Config, ctx: Any) -> dict[str, float]:

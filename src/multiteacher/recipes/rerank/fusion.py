@@ -26,11 +26,6 @@ def normalize_query(scores: Mapping[str, float], method: Literal["zscore", "minm
     return {d: (v - lo) / (hi - lo) if hi > lo else 0.0 for d, v in scores.items()}
 
 
-def normalize_run(run: Mapping[str, Mapping[str, float]], method: Literal["zscore", "minmax", "none"]) -> Run:
-    """Normalise every query of a run."""
-    return {q: normalize_query(s, method) for q, s in run.items()}
-
-
 def ranks(scores: Mapping[str, float]) -> dict[str, int]:
     """1-based ranks by descending score (ties broken by docid, deterministic)."""
     order = sorted(scores, key=lambda d: (-scores[d], d))

@@ -25,6 +25,7 @@ from typing import Any
 
 from multiteacher.errors import UserError
 from multiteacher.io import atomic_write_json, atomic_write_text
+from multiteacher.report import mean_std
 
 OBJECTIVES = ["bce", "hinge", "infonce", "marginmse", "ranknet", "adrmse"]
 
@@ -57,12 +58,6 @@ def run_sweep(
         print(f"[sweep] {run_dir.name}: {'resuming' if resume else 'starting'}", flush=True)
         execute_run(cfg, run_dir, resolve_data_dir(data_dir), resolve_cache_dir(cache_dir), resume=resume)
     return dirs
-
-
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    sd = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
-    return m, sd
 
 
 def _avg_per_query(dicts: list[dict[str, float]]) -> dict[str, float]:
@@ -101,11 +96,11 @@ def summarize(run_dirs: list[Path], out: Path, measure: str = "nDCG@10", n_resam
         "measure": measure,
         "runs": [str(d) for d in done],
         "best_single_teacher_on_val": best_single,
-        "wall_time_s": {k: (*_mean_std(v), len(v)) for k, v in times.items()},
+        "wall_time_s": {k: mean_std(v) for k, v in times.items()},
         "sets": {},
     }
     for spec, by_sys in systems.items():
-        table = {s: {m: (*_mean_std(v), len(v)) for m, v in ms.items()} for s, ms in by_sys.items()}
+        table = {s: {m: mean_std(v) for m, v in ms.items()} for s, ms in by_sys.items()}
         avg = {s: _avg_per_query(v) for s, v in perq[spec].items()}
         students = sorted(s for s in avg if s.startswith("student:") and s != "student:untrained")
         families: dict[str, dict[str, tuple[str, str]]] = {"objective_vs_objective": {}}
