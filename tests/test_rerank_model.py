@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from multiteacher.errors import ConfigError
+from multiteacher.models.pair_scoring import onnx_available, pad_batch, token_sorted_batches
 from multiteacher.recipes.rerank.model import (
     ARCHS,
     ModelConfig,
@@ -16,7 +18,6 @@ from multiteacher.recipes.rerank.model import (
     export,
     forward_scores,
     keep_first_layers,
-    length_sorted_batches,
     load_student,
     score_pairs,
 )
@@ -51,8 +52,10 @@ def test_tiny_arch_scores_keep_layers_and_padding(arch: str) -> None:
     # dynamic padding: scoring one pair alone equals scoring it inside a padded batch
     alone = [forward_scores(model, encode(tok, [q], [p], 48)).item() for q, p in zip(QS, PS)]
     assert scores.tolist() == pytest.approx(alone, abs=1e-4)
-    # length-sorted batching returns the scores in input order
-    assert score_pairs(model, tok, QS, PS, 48, batch_size=2) == pytest.approx(alone, abs=1e-4)
+    # token-sorted batching returns the scores in input order, in PyTorch and (CPU) ONNX Runtime alike
+    assert score_pairs(model, tok, QS, PS, 48, batch_size=2, backend="torch") == pytest.approx(alone, abs=1e-4)
+    if onnx_available():
+        assert score_pairs(model, tok, QS, PS, 48, batch_size=2, backend="auto") == pytest.approx(alone, abs=1e-4)
 
 
 def test_keep_layers_matches_truncated_forward_and_rejects_too_many() -> None:
@@ -70,10 +73,42 @@ def test_seeded_init_is_reproducible() -> None:
         assert torch.equal(p, q), n
 
 
-def test_length_sorted_batches() -> None:
-    b = length_sorted_batches([5, 1, 9, 3, 7], 2)
+def test_token_sorted_batches() -> None:
+    b = [x.tolist() for x in token_sorted_batches([5, 1, 9, 3, 7], 2)]
     assert b == [[2, 4], [0, 3], [1]]
     assert sorted(i for x in b for i in x) == list(range(5))
+
+
+def test_pad_batch_pads_to_the_batch_longest_and_masks() -> None:
+    enc = {"input_ids": [[1, 2, 3], [4], [5, 6]], "token_type_ids": [[0, 0, 1], [0], [0, 1]]}
+    out = pad_batch(enc, np.array([0, 1]), pad_id=9)
+    assert out["input_ids"].tolist() == [[1, 2, 3], [4, 9, 9]]
+    assert out["token_type_ids"].tolist() == [[0, 0, 1], [0, 0, 0]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert pad_batch(enc, np.array([2]), pad_id=9)["input_ids"].shape == (1, 2)
+
+
+@pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnx not installed")
+def test_onnx_scores_match_torch_on_many_lengths_and_model_is_untouched() -> None:
+    model, tok = _tiny("bert", layers=2)
+    model.train()
+    qs = [QS[i % 4] for i in range(23)]
+    ps = [" ".join(TEXTS[: 1 + i % 5])[: 10 + 9 * i] for i in range(23)]  # 23 different lengths
+    ref = score_pairs(model, tok, qs, ps, 48, batch_size=5, backend="torch")
+    got = score_pairs(model, tok, qs, ps, 48, batch_size=5, backend="onnx")
+    assert got == pytest.approx(ref, abs=1e-4)
+    assert model.training  # restored
+
+
+def test_onnx_backend_without_onnxruntime_is_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from multiteacher.models import pair_scoring
+
+    monkeypatch.setattr(pair_scoring, "onnx_available", lambda: False)
+    model, tok = _tiny("bert", layers=1)
+    with pytest.raises(ConfigError, match=r"multiteacher\[onnx\]"):
+        score_pairs(model, tok, QS, PS, 48, backend="onnx")
+    assert score_pairs(model, tok, QS, PS, 48, backend="auto") == pytest.approx(
+        score_pairs(model, tok, QS, PS, 48, backend="torch"), abs=1e-6)
 
 
 def test_missing_model_is_config_error(tmp_path: Path) -> None:

@@ -150,7 +150,7 @@ class EncoderTeacher:
                 f"teachers.members[{spec.name}].path = {spec.path!r}: cannot load the model — "
                 "run `make models` (local copies under ./models/) or give a hub name"
             ) from None
-        self.model.eval().requires_grad_(False).to(self.device)
+        self.model.float().eval().requires_grad_(False).to(self.device)  # fp32 even from a half checkpoint
         self._fp = model_fingerprint(ref, {"kind": spec.kind, "max_length": spec.max_length, "v": 1})
 
     @property
