@@ -33,6 +33,8 @@ def _targets() -> dict[str, int]:
 def killpoint(name: str) -> None:
     """SIGKILL this process if `name` is the configured kill point (no-op otherwise)."""
     global _rng
+    if ENV_AT not in os.environ and ENV_RANDOM not in os.environ:
+        return  # the fast path of every training step: hits count only while a kill is configured
     _hits[name] += 1
     targets = _targets()
     if name in targets and _hits[name] == targets[name]:
