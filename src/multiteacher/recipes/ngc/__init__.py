@@ -30,8 +30,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from multiteacher.recipes.ngc import pipeline as P
 from multiteacher.recipes.ngc.config import Config
 from multiteacher.recipes.ngc.graph import direct_id, output_nodes, paths_to
@@ -67,10 +65,10 @@ def _generation(c: P.Ctx, ctx: Any, g: int) -> dict[str, Any]:
                           coverage=diag[node]["coverage"]))
         if c.cfg.consensus.mask:  # the error on the pixels the mask keeps
             rows.append(_rows(node, g, "pseudo_label_kept", diag[node]["pseudo_kept"], kind="diagnostic"))
-        gt = np.load(c.gt_ref(node, "train")["path"], mmap_mode="r")
-        pred = np.load(c.pred_path(tag, direct_id(c.cfg, node), "train"), mmap_mode="r")
-        rows.append(_rows(node, g, "direct_unlabelled",
-                          P.node_metrics(c, node, pred[c.unlabelled], gt[c.unlabelled]), kind="diagnostic"))
+        gt = c.gt_ref(node, "train")["path"]
+        pred = c.pred_path(tag, direct_id(c.cfg, node), "train")
+        rows.append(_rows(node, g, "direct_unlabelled", P.node_metrics(c, node, pred, gt, idx=c.unlabelled),
+                          kind="diagnostic"))
     seconds = sum(v.get("seconds", 0.0) for v in info.values())
     return {"rows": rows, "edge_seconds": seconds}
 

@@ -14,9 +14,10 @@ ignore); ``pred`` arrays are edge outputs ``(N, C, H, W)`` in physical units.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +32,35 @@ from multiteacher.models.unet import UNet
 IGNORE = 255
 
 
+def write_npys(targets: Sequence[tuple[str | os.PathLike[str], tuple[int, ...], Any]],
+               chunks: Iterable[Sequence[np.ndarray]]) -> None:
+    """Write several .npy files ``(path, shape, dtype)`` at once from chunks of frames (one array per
+    file in each chunk), streamed: no whole array ever sits in memory. Each file is atomic; they are
+    renamed into place in the order given, and none is when a chunk is missing or an error occurs."""
+    dtypes = [np.dtype(d) for _, _, d in targets]
+    written = 0
+    with contextlib.ExitStack() as stack:  # entered in reverse: exits (renames) in the order given
+        files = [stack.enter_context(atomic_open(path, "wb")) for path, _, _ in reversed(targets)][::-1]
+        for f, (_, shape, _), dtype in zip(files, targets, dtypes):
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
+        for group in chunks:
+            if len(group) != len(targets):
+                raise ValueError(f"write_npys: a chunk has {len(group)} arrays for {len(targets)} files")
+            n = {int(c.shape[0]) for c in group}
+            if len(n) != 1:
+                raise ValueError(f"write_npys: arrays of one chunk differ in frames {sorted(n)}")
+            for f, c, dtype in zip(files, group, dtypes):
+                f.write(np.ascontiguousarray(c, dtype=dtype).tobytes())
+            written += n.pop()
+        for path, shape, _ in targets:  # inside the atomic block: a short file is never renamed into place
+            if written != shape[0]:
+                raise RuntimeError(f"write_npy {path}: got {written} frames, expected {shape[0]}")
+
+
 def write_npy(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any, chunks: Iterable[np.ndarray]) -> None:
     """Atomically write a .npy from frame chunks (streamed: the whole array never sits in memory)."""
-    dtype = np.dtype(dtype)
-    written = 0
-    with atomic_open(path, "wb") as f:
-        np.lib.format.write_array_header_1_0(
-            f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
-        for c in chunks:
-            c = np.ascontiguousarray(c, dtype=dtype)
-            written += c.shape[0]
-            f.write(c.tobytes())
-        if written != shape[0]:  # inside the atomic block: a short file is never renamed into place
-            raise RuntimeError(f"write_npy {path}: got {written} frames, expected {shape[0]}")
+    write_npys([(path, shape, dtype)], ((c,) for c in chunks))
 
 
 def load(ref: dict[str, Any]) -> np.ndarray:

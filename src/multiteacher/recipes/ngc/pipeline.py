@@ -7,6 +7,7 @@ Work files (edge predictions, pseudo-labels, agreement masks) live memory-mapped
 from __future__ import annotations
 
 import hashlib
+import math
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from multiteacher.engine.executor import Job, run_jobs
 from multiteacher.errors import ConfigError, DataError
 from multiteacher.metrics import dense
 from multiteacher.recipes.ngc.config import Config
-from multiteacher.recipes.ngc.edges import IGNORE, train_edge, write_npy
+from multiteacher.recipes.ngc.edges import IGNORE, train_edge, write_npys
 from multiteacher.recipes.ngc.graph import Edge, build_edges, direct_id, output_nodes, paths_to
 
 CHUNK = 64  # frames per consensus chunk
@@ -198,8 +199,18 @@ def run(c: Ctx, jobs: list[Job]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- consensus
 
 
+def _rows(path: str | Path, sel: slice | np.ndarray) -> np.ndarray:
+    """Frames `sel` of a .npy, copied out through a memory map that is dropped again at once, so the
+    file's pages never accumulate in this process's resident memory over a pass over all frames."""
+    return np.array(np.load(path, mmap_mode="r")[sel])
+
+
+def _frames(path: str | Path) -> int:
+    return int(np.load(path, mmap_mode="r").shape[0])
+
+
 def _stack(paths: list[Path], sl: slice) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(np.array(np.load(p, mmap_mode="r")[sl])).float() for p in paths], 1)
+    return torch.stack([torch.from_numpy(_rows(p, sl)).float() for p in paths], 1)
 
 
 def consensus_chunk(c: Ctx, node: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -238,50 +249,60 @@ def consensus_chunk(c: Ctx, node: str, x: torch.Tensor) -> tuple[torch.Tensor, t
     return value, keep, disp
 
 
-def _consensus_frames(c: Ctx, node: str, paths: list[Path], gt: np.ndarray, lab_set: np.ndarray | None,
-                      masks: list[np.ndarray]) -> Iterator[np.ndarray]:
-    """Consensus chunk by chunk; on training frames (`lab_set` given) ground truth replaces it
-    on labelled frames and the keep masks are collected into `masks`."""
-    n = np.load(paths[0], mmap_mode="r").shape[0]
-    for s in range(0, n, CHUNK):
-        sl = slice(s, min(s + CHUNK, n))
+def _consensus_frames(c: Ctx, node: str, paths: list[Path], gt_path: str, lab_set: np.ndarray | None,
+                      chunk: int | None = None) -> Iterator[tuple[np.ndarray, ...]]:
+    """Consensus `chunk` frames at a time (default CHUNK), as 1-tuples (value,); on training frames
+    (`lab_set` given) ground truth replaces it on labelled frames and chunks are (value, keep mask)."""
+    chunk = chunk or CHUNK
+    n = _frames(paths[0])
+    for s in range(0, n, chunk):
+        sl = slice(s, min(s + chunk, n))
         v, keep, _ = consensus_chunk(c, node, _stack(paths, sl))
         v, keep = v.numpy(), keep.numpy()
-        if lab_set is not None:
-            is_lab = lab_set[sl]
-            v[is_lab] = np.asarray(gt[sl])[is_lab]
-            keep[is_lab] = True
-            masks.append(keep)
-        yield v
+        if lab_set is None:
+            yield (v,)
+            continue
+        lab = np.flatnonzero(lab_set[sl])
+        if len(lab):
+            v[lab] = _rows(gt_path, lab + s)
+            keep[lab] = True
+        yield v, keep
 
 
-def build_pseudo(c: Ctx, tag: str, sources: dict[str, list[tuple[str, str]]]) -> dict[str, Any]:
+def build_pseudo(c: Ctx, tag: str, sources: dict[str, list[tuple[str, str]]],
+                 chunk: int | None = None) -> dict[str, Any]:
     """Consensus at every output node over `sources[node]` ((tag, edge id) pairs of predictions):
     train frames -> pseudo-labels (ground truth kept on labelled frames) + keep mask; test frames
     -> the consensus prediction. Returns diagnostics (pseudo-label error on the unlabelled frames
-    against their held-back ground truth, mask coverage)."""
+    against their held-back ground truth, mask coverage).
+
+    Streamed: `chunk` frames (default CHUNK) of every path's predictions at a time, pseudo-labels and
+    masks written as they come and the diagnostics accumulated chunk by chunk, so memory stays flat in
+    the number of frames; the files do not depend on `chunk`."""
     out: dict[str, Any] = {}
     lab_set = np.zeros(len(c.train), dtype=bool)
     lab_set[c.labelled] = True
     for node in output_nodes(c.cfg):
         kind = c.cfg.nodes[node].kind
         dtype = np.uint8 if kind == "categorical" else np.float32
-        gt_train = np.load(c.gt_ref(node, "train")["path"], mmap_mode="r")
+        gt_path = c.gt_ref(node, "train")["path"]
+        frame = np.load(gt_path, mmap_mode="r").shape[1:]
         for split in ("train", "test"):
             paths = [c.pred_path(t, e, split) for t, e in sources[node]]
-            n = np.load(paths[0], mmap_mode="r").shape[0]
-            masks: list[np.ndarray] = []
-            values = _consensus_frames(c, node, paths, gt_train, lab_set if split == "train" else None, masks)
-            shape = (n, *gt_train.shape[1:])
-            write_npy(c.pseudo_path(tag, node, split), shape, dtype, values)
+            n = _frames(paths[0])
+            values = _consensus_frames(c, node, paths, gt_path, lab_set if split == "train" else None, chunk)
+            files = [(c.pseudo_path(tag, node, split), (n, *frame), dtype)]
             if split == "train":
-                write_npy(c.pseudo_path(tag, node, "mask"), (n, *gt_train.shape[1:3]), np.uint8, masks)
-        pseudo = np.load(c.pseudo_path(tag, node, "train"), mmap_mode="r")
-        mask = np.load(c.pseudo_path(tag, node, "mask"), mmap_mode="r")
+                files.append((c.pseudo_path(tag, node, "mask"), (n, *frame[:2]), np.uint8))
+            write_npys(files, values)
+        pseudo, mask = c.pseudo_path(tag, node, "train"), c.pseudo_path(tag, node, "mask")
         unl = c.unlabelled
-        err = node_metrics(c, node, pseudo[unl], gt_train[unl], layout="label")
-        err_kept = node_metrics(c, node, pseudo[unl], gt_train[unl], layout="label", mask=mask[unl])
-        out[node] = {"pseudo": err, "pseudo_kept": err_kept, "coverage": float(np.asarray(mask[unl]).mean())}
+        err = node_metrics(c, node, pseudo, gt_path, layout="label", idx=unl, chunk=chunk)
+        err_kept = node_metrics(c, node, pseudo, gt_path, layout="label", mask=mask, idx=unl, chunk=chunk)
+        step = chunk or CHUNK
+        kept = sum(int(np.count_nonzero(_rows(mask, unl[s:s + step]))) for s in range(0, len(unl), step))
+        size = len(unl) * int(np.prod(frame[:2]))
+        out[node] = {"pseudo": err, "pseudo_kept": err_kept, "coverage": kept / size if size else float("nan")}
     return out
 
 
@@ -298,28 +319,89 @@ def _as_pred_tensor(a: np.ndarray, kind: str, layout: str) -> torch.Tensor:
     return t.permute(0, 3, 1, 2) if t.ndim == 4 else t[:, None]
 
 
-def node_metrics(c: Ctx, node: str, pred: np.ndarray, gt: np.ndarray, layout: str = "pred",
-                 mask: np.ndarray | None = None) -> dict[str, float]:
-    """The node's metrics (metrics/dense.py): depth abs-rel + RMSE, normals mean angle, semantic
-    mIoU + pixel accuracy, height RMSE + MAE (metres above the floor)."""
-    nc = c.cfg.nodes[node]
-    p = _as_pred_tensor(pred, nc.kind, layout)
-    g = _as_pred_tensor(gt, nc.kind, "label")
-    m = None if mask is None else torch.from_numpy(np.array(mask)).bool()
-    if nc.metric == "depth":
-        return {"abs_rel": dense.abs_rel(p[:, 0], g[:, 0], m), "rmse": dense.rmse(p[:, 0], g[:, 0], m)}
+Frames = np.ndarray | str | Path  # an array (maybe memory-mapped) or a .npy path
+
+
+def _read(a: Frames, sel: slice | np.ndarray) -> np.ndarray:
+    return _rows(a, sel) if isinstance(a, (str, Path)) else np.asarray(a[sel])
+
+
+def _metric_sums(nc: Any, p: torch.Tensor, g: torch.Tensor, m: torch.Tensor | None) -> dict[str, Any]:
+    """Additive sufficient statistics of the node's metrics over one chunk of frames (float64 sums,
+    integer counts and confusion matrices), as in metrics/dense.py."""
+    if nc.metric in ("depth", "height"):
+        p, g = p[:, 0], g[:, 0]
+        v = torch.isfinite(g) & (g > (1e-3 if nc.metric == "depth" else -1.0)) & torch.isfinite(p)
+        if m is not None:
+            v &= m
+        pv, gv = p[v].double(), g[v].double()
+        out = {"n": int(v.sum()), "sq": float(((pv - gv) ** 2).sum())}
+        if nc.metric == "depth":
+            out["rel"] = float(((pv - gv).abs() / gv).sum())
+        else:  # MAE over the mask only, as before (no validity test), summed in float64 (was a float32 mean)
+            err = (p - g).abs()
+            err = err[m] if m is not None else err.reshape(-1)
+            out["abs"], out["n_abs"] = float(err.double().sum()), int(err.numel())
+        return out
     if nc.metric == "normals":
-        return {"mean_deg": dense.normal_metrics(p, g, m)["mean_deg"]}
+        err = dense.angular_error_deg(p, g)
+        v = g.double().norm(dim=1) > 0
+        if m is not None:
+            v &= m
+        return {"n": int(v.sum()), "deg": float(err[v].sum())}
     if nc.metric == "semantic":
         if m is not None:
             g = torch.where(m, g, torch.full_like(g, IGNORE))
-        return dense.semantic_metrics(p, g, nc.channels, ignore_index=IGNORE)
-    if nc.metric == "height":
-        out = {"rmse": dense.rmse(p[:, 0], g[:, 0], m, min_depth=-1.0)}
-        err = (p[:, 0] - g[:, 0]).abs()
-        out["mae"] = float(err[m].mean() if m is not None else err.mean())
-        return out
+        keep = g != IGNORE
+        return {"cm": dense.confusion_matrix(p, g, nc.channels, ignore_index=IGNORE),
+                "hit": int((p[keep] == g[keep]).sum()), "n": int(keep.sum())}
     return {}
+
+
+def _metric_values(nc: Any, s: dict[str, Any]) -> dict[str, float]:
+    nan = float("nan")
+
+    def div(a: str, n: str = "n") -> float:
+        return s[a] / s[n] if s[n] else nan
+
+    if nc.metric == "depth":
+        return {"abs_rel": div("rel"), "rmse": math.sqrt(div("sq")) if s["n"] else nan}
+    if nc.metric == "normals":
+        return {"mean_deg": div("deg")}
+    if nc.metric == "semantic":
+        cm = s["cm"].double()
+        tp = cm.diag()
+        union = cm.sum(0) + cm.sum(1) - tp
+        present = union > 0
+        miou = float((tp[present] / union[present]).mean()) if present.any() else nan
+        return {"miou": miou, "pixel_acc": div("hit")}
+    if nc.metric == "height":
+        return {"rmse": math.sqrt(div("sq")) if s["n"] else nan, "mae": div("abs", "n_abs")}
+    return {}
+
+
+def node_metrics(c: Ctx, node: str, pred: Frames, gt: Frames, layout: str = "pred",
+                 mask: Frames | None = None, idx: np.ndarray | None = None,
+                 chunk: int | None = None) -> dict[str, float]:
+    """The node's metrics (metrics/dense.py): depth abs-rel + RMSE, normals mean angle, semantic
+    mIoU + pixel accuracy, height RMSE + MAE (metres above the floor), over frames `idx` (all when
+    None) of `pred` / `gt` / `mask` (arrays or .npy paths).
+
+    Streamed: `chunk` frames (default CHUNK) at a time, paths read through short-lived memory maps,
+    float64 sums / integer counts accumulated, so memory stays flat in the number of frames; the
+    values equal the whole-array metrics up to summation order (semantic ones exactly)."""
+    nc = c.cfg.nodes[node]
+    chunk = chunk or CHUNK
+    n = len(idx) if idx is not None else (_frames(pred) if isinstance(pred, (str, Path)) else len(pred))
+    total: dict[str, Any] = {}
+    for s in range(0, max(n, 1), chunk):  # no frames: one empty chunk, the metrics are NaN
+        sel = idx[s:s + chunk] if idx is not None else slice(s, min(s + chunk, n))
+        p = _as_pred_tensor(_read(pred, sel), nc.kind, layout)
+        g = _as_pred_tensor(_read(gt, sel), nc.kind, "label")
+        m = None if mask is None else torch.from_numpy(_read(mask, sel)).bool()
+        for k, v in _metric_sums(nc, p, g, m).items():
+            total[k] = total[k] + v if k in total else v
+    return _metric_values(nc, total)
 
 
 PRIMARY = {"depth": ("abs_rel", "min"), "normals": ("mean_deg", "min"), "semantic": ("miou", "max"),
@@ -327,13 +409,12 @@ PRIMARY = {"depth": ("abs_rel", "min"), "normals": ("mean_deg", "min"), "semanti
 
 
 def evaluate_edges(c: Ctx, tag: str, edge_ids: Iterable[str], node: str) -> dict[str, dict[str, float]]:
-    gt = np.load(c.gt_ref(node, "test")["path"], mmap_mode="r")
-    return {e: node_metrics(c, node, np.load(c.pred_path(tag, e, "test"), mmap_mode="r"), gt) for e in edge_ids}
+    gt = c.gt_ref(node, "test")["path"]
+    return {e: node_metrics(c, node, c.pred_path(tag, e, "test"), gt) for e in edge_ids}
 
 
 def evaluate_consensus(c: Ctx, tag: str, node: str) -> dict[str, float]:
-    gt = np.load(c.gt_ref(node, "test")["path"], mmap_mode="r")
-    return node_metrics(c, node, np.load(c.pseudo_path(tag, node, "test"), mmap_mode="r"), gt, layout="label")
+    return node_metrics(c, node, c.pseudo_path(tag, node, "test"), c.gt_ref(node, "test")["path"], layout="label")
 
 
 def sources_of(c: Ctx, tag: str) -> dict[str, list[tuple[str, str]]]:
