@@ -44,6 +44,7 @@ models: install  ## local encoders for the rerank recipe under ./models/ (hub na
 	$(BIN)/python -m multiteacher.recipes.rerank.fetch_models --out models
 
 bench: install
+	$(BIN)/pip install -q -e ".[dev,bench]"
 	OMP_NUM_THREADS=1 $(BIN)/python -m bench.run_all
 
 reliability: install

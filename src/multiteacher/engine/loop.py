@@ -10,7 +10,10 @@ with the same weights and metrics as an uninterrupted run (bit-exact on CPU). A 
 
 Data order: a seeded permutation per epoch (seed, epoch); under DDP each rank takes a strided
 slice of every global batch, so 1 process with batch B and N processes with B/N see the same
-samples per step. `cfg.batch_size` is the global batch.
+samples per step. `cfg.batch_size` is the global batch. With `cfg.length_grouped` (and per-sample
+`lengths`), batches hold samples of similar length: the permutation is cut into pools of
+`cfg.length_group_batches` batches, each pool sorted by length and cut into batches, and the
+batches of the epoch are shuffled (`LengthGroupedBatchSampler`) — far less padding for text.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -64,6 +67,8 @@ class FitConfig(StrictModel):
     shuffle: bool = True
     drop_last: bool = True
     num_workers: int = Field(0, ge=0)
+    length_grouped: bool = False  # batches of similar sample length (needs per-sample lengths; less padding)
+    length_group_batches: int = Field(50, ge=1)  # length_grouped: batches per length-sorted pool
 
 
 @dataclass
@@ -113,15 +118,57 @@ class EpochBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return max(0, self.batches_per_epoch() - self.start)
 
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
+    def _order(self, g: torch.Generator) -> list[int]:
+        return torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
+
+    def epoch_batches(self) -> list[list[int]]:
+        """The global batches of the current epoch, in order (a function of seed and epoch only)."""
+        order = self._order(self._generator())
+        return [order[b * self.batch:(b + 1) * self.batch] for b in range(self.batches_per_epoch())]
+
     def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        for b in range(self.start, self.batches_per_epoch()):
-            chunk = order[b * self.batch:(b + 1) * self.batch]
+        for chunk in self.epoch_batches()[self.start:]:
             yield chunk[self.rank::self.world]
+
+
+class LengthGroupedBatchSampler(EpochBatchSampler):
+    """`EpochBatchSampler` whose batches hold samples of similar length, so that dynamic padding
+    (pad to the longest in the batch) wastes little.
+
+    Per epoch: the same seeded permutation as `EpochBatchSampler` (with `drop_last`, its tail of
+    fewer than `batch_size` samples is dropped), cut into pools of `group_batches` batches; each
+    pool is sorted by length (longest first; ties keep the random order) and cut into batches; then
+    the order of all the epoch's batches is shuffled with the same generator, so that long and short
+    batches alternate at random. Every sample is in exactly one batch per epoch (the dropped tail
+    aside); the batches are a function of (seed, epoch) only, so `set_position` resumes exactly.
+    Under DDP each rank takes a strided slice of every global batch (similar lengths on all ranks).
+    `shuffle=False`: no permutation and no batch shuffle (pools in index order, longest first).
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, shuffle: bool = True,
+                 drop_last: bool = True, rank: int = 0, world: int = 1, group_batches: int = 50) -> None:
+        super().__init__(len(lengths), batch_size, seed, shuffle, drop_last, rank, world)
+        if group_batches < 1:
+            raise ConfigError(f"length_group_batches={group_batches} must be >= 1")
+        self.lengths = [int(x) for x in lengths]
+        self.group_batches = group_batches
+
+    def epoch_batches(self) -> list[list[int]]:
+        g = self._generator()
+        order = self._order(g)
+        if self.drop_last:
+            order = order[: (self.n // self.batch) * self.batch]
+        pool = self.group_batches * self.batch  # a multiple of the batch: only the last batch can be short
+        batches: list[list[int]] = []
+        for p in range(0, len(order), pool):
+            chunk = sorted(order[p:p + pool], key=lambda i: -self.lengths[i])  # stable
+            batches += [chunk[j:j + self.batch] for j in range(0, len(chunk), self.batch)]
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        return batches
 
 
 def _count_params(fn: Callable[..., Any]) -> int:
@@ -186,6 +233,20 @@ def _fabric_is_passthrough(fabric: Any) -> bool:
             and type(strategy.precision) is Precision and not getattr(fabric, "_callbacks", None))
 
 
+def _make_sampler(name: str, train_data: Dataset[Any], cfg: FitConfig, seed: int, rank: int, world: int,
+                  lengths: Sequence[int] | None) -> EpochBatchSampler:
+    n = len(train_data)  # type: ignore[arg-type]
+    if not cfg.length_grouped:
+        return EpochBatchSampler(n, cfg.batch_size, seed, cfg.shuffle, cfg.drop_last, rank, world)
+    if lengths is None:
+        raise ConfigError(f"fit '{name}': fit.length_grouped needs per-sample lengths, which this recipe does not "
+                          "give — set fit.length_grouped=false")
+    if len(lengths) != n:
+        raise ConfigError(f"fit '{name}': {len(lengths)} sample lengths for {n} training samples")
+    return LengthGroupedBatchSampler(lengths, cfg.batch_size, seed, cfg.shuffle, cfg.drop_last, rank, world,
+                                     cfg.length_group_batches)
+
+
 def fit(
     ctx: RunContext,
     name: str,
@@ -196,12 +257,14 @@ def fit(
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     collate_fn: Callable[[list[Any]], Any] | None = None,
     params: Any = None,
+    lengths: Sequence[int] | None = None,
 ) -> FitResult:
     """Train `model` with `step_fn(model, batch[, state]) -> loss | {"loss": loss, ...}`.
 
     `evaluate(model)` returns validation metrics containing `cfg.monitor`; it runs on every rank
     on the unwrapped model in eval mode. `params` overrides the parameters the optimizer trains.
-    The model ends holding its best weights (or last ones without `evaluate`).
+    `lengths` (one per training sample, e.g. tokens after truncation) is what `cfg.length_grouped`
+    groups batches by. The model ends holding its best weights (or last ones without `evaluate`).
     """
     fabric = ctx.fabric
     ckpt_dir = ctx.run_dir / "checkpoints" / name
@@ -214,8 +277,7 @@ def fit(
     raw_model = model
     optimizer = build_optimizer(params if params is not None else model.parameters(), cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    sampler = EpochBatchSampler(len(train_data), cfg.batch_size, ctx.seed, cfg.shuffle,  # type: ignore[arg-type]
-                                cfg.drop_last, fabric.global_rank, fabric.world_size)
+    sampler = _make_sampler(name, train_data, cfg, ctx.seed, fabric.global_rank, fabric.world_size, lengths)
     if sampler.batches_per_epoch() == 0:
         raise ConfigError(f"fit '{name}': {len(train_data)} training samples < fit.batch_size={cfg.batch_size}"  # type: ignore[arg-type]
                           " — lower fit.batch_size or set fit.drop_last=false")
@@ -234,9 +296,11 @@ def fit(
     passthrough = _fabric_is_passthrough(fabric)
     step_model = raw_model if passthrough else wrapped
     opt_step = optimizer.optimizer.step if passthrough else optimizer.step
+    zero_grad = optimizer.optimizer.zero_grad if passthrough else optimizer.zero_grad
     backward = (lambda t: t.backward()) if passthrough else fabric.backward
     move_batch = not (passthrough and fabric.device.type == "cpu")  # DataLoader batches are already on the CPU
     bpe = sampler.batches_per_epoch()
+    constant_lr = cfg.scheduler == "constant"
     ckpt_every = cfg.ckpt_every or cfg.val_every
 
     def run_eval() -> dict[str, float]:
@@ -285,12 +349,13 @@ def fit(
             loss_value = loss.item()  # one host sync, as `bool(torch.isfinite(loss))` was, without the extra op
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"fit '{name}': loss is {loss_value} at step {state.step}")
-            optimizer.zero_grad(set_to_none=True)
+            zero_grad(set_to_none=True)
             backward(loss)
             if cfg.grad_clip:
                 fabric.clip_gradients(wrapped, optimizer, max_norm=cfg.grad_clip)
             opt_step()
-            scheduler.step()
+            if not (constant_lr and state.step >= cfg.warmup_steps):  # a constant schedule has nothing to update
+                scheduler.step()
             state.step += 1
             state.batch_in_epoch += 1
             pbar.update(1)
@@ -318,7 +383,9 @@ def fit(
                     ctx.log(metrics, step=state.step, fit=name)
                     if cfg.early_stop_patience and state.bad_evals >= cfg.early_stop_patience:
                         stop = True
-                save(last=True, best=improved)
+                # the last step needs no resumable checkpoint: done.json follows at once (a kill
+                # in between resumes from the previous one, exactly)
+                save(last=not is_last, best=improved)
             elif state.step % ckpt_every == 0:
                 save(last=True)
             if is_last or stop:

@@ -207,6 +207,7 @@ def student_run(model: Any, tok: Any, d: IRData, cfg: Config) -> dict[str, dict[
         [d.passages[p] for _, p in pairs],
         cfg.model.max_length,
         cfg.model.eval_batch_size,
+        backend=cfg.model.eval_backend,
     )
     run: dict[str, dict[str, float]] = {}
     for (q, p), s in zip(pairs, scores):
@@ -304,6 +305,27 @@ def make_collate(tok: Any, max_length: int, lookup: dict[str, IRData]) -> Any:
         return batch
 
     return collate
+
+
+def group_lengths(tok: Any, groups: list[Group], lookup: dict[str, IRData], max_length: int,
+                  chunk: int = 4096) -> list[int]:
+    """Per group: the token count of its longest (query, passage) pair after truncation, i.e. the
+    length its pairs pad to in a batch (what `fit.length_grouped` groups batches by). Each distinct
+    pair is tokenized once, without padding."""
+    pairs = sorted({(g.qid, x) for g in groups for x in g.docs})
+    n_tok: dict[tuple[str, str], int] = {}
+    for i in range(0, len(pairs), chunk):
+        part = pairs[i : i + chunk]
+        enc = tok(
+            [lookup[q].queries[q] for q, _ in part],
+            [lookup[q].passages[x] for q, x in part],
+            truncation="longest_first",
+            max_length=max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        n_tok.update(zip(part, map(len, enc["input_ids"])))
+    return [max(n_tok[(g.qid, x)] for x in g.docs) for g in groups]
 
 
 def make_loss(cfg: Config) -> Any:
@@ -434,6 +456,7 @@ def run(cfg: Config, ctx: Any) -> dict[str, Any]:
     if cfg.sampling.pairs_per_batch:
         bs = max(1, cfg.sampling.pairs_per_batch // group_size(cfg.objective, cfg.sampling))
         fit_cfg = cfg.fit.model_copy(update={"batch_size": bs})
+    lengths = group_lengths(tok, groups, lookup, cfg.model.max_length) if fit_cfg.length_grouped else None
     result = fit(
         ctx,
         "student",
@@ -443,6 +466,7 @@ def run(cfg: Config, ctx: Any) -> dict[str, Any]:
         fit_cfg,
         evaluate=val_eval,
         collate_fn=collate,
+        lengths=lengths,
     )
     model.eval()
     loss_after = ctx.stage("loss_after", probe_loss)
