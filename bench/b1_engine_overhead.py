@@ -133,7 +133,7 @@ def run() -> list[Row]:
     except ImportError as e:
         raise Skip(f"multiteacher.engine.loop not importable ({e})") from None
     return [*case("MLP 256-256-256-10", mlp, "mlp", 4096, 300, with_ckpt=True),
-            *case("CNN 3x32x32", cnn, "cnn", 2048, 20, with_ckpt=False)]
+            *case("CNN 3x32x32", cnn, "cnn", 2048, 60, with_ckpt=False, repeats=9)]
 
 
 def main() -> None:

@@ -4,7 +4,9 @@ Code calls `killpoint("fit/step")` at places where a crash must be survivable. W
 environment variable `MULTITEACHER_KILL_AT` names that point (`name` or `name@N` for the N-th
 hit, 1-based), the process SIGKILLs itself there — no cleanup, no flush — exactly like an OOM
 kill or a pre-empted node. `MULTITEACHER_KILL_RANDOM=p:seed` kills at any kill point with
-probability p (used by `make reliability`). Several points: comma-separated.
+probability p (used by `make reliability`). Several points: comma-separated. The variables are
+read at the process's first kill point (the fast path of every training step); in-process tests that
+set them call `reset()`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ ENV_RANDOM = "MULTITEACHER_KILL_RANDOM"
 
 _hits: Counter[str] = Counter()
 _rng: random.Random | None = None
+_enabled: bool | None = None  # whether a kill is configured; read from the environment once (see reset)
 
 
 def _targets() -> dict[str, int]:
@@ -32,8 +35,10 @@ def _targets() -> dict[str, int]:
 
 def killpoint(name: str) -> None:
     """SIGKILL this process if `name` is the configured kill point (no-op otherwise)."""
-    global _rng
-    if ENV_AT not in os.environ and ENV_RANDOM not in os.environ:
+    global _rng, _enabled
+    if _enabled is None:
+        _enabled = ENV_AT in os.environ or ENV_RANDOM in os.environ
+    if not _enabled:
         return  # the fast path of every training step: hits count only while a kill is configured
     _hits[name] += 1
     targets = _targets()
@@ -53,5 +58,7 @@ def _die() -> None:
 
 
 def reset() -> None:
-    """Forget hit counts (tests)."""
+    """Forget hit counts and re-read the environment (tests that set the variables in-process)."""
+    global _enabled
     _hits.clear()
+    _enabled = None

@@ -78,7 +78,8 @@ class RunContext:
         if not self.is_main:
             return
         rec = {**tags, **({"step": step} if step is not None else {}),
-               **{k: (float(v) if isinstance(v, int | float) or torch.is_tensor(v) else v) for k, v in metrics.items()}}
+               **{k: (v if type(v) is float else float(v) if isinstance(v, int | float) or torch.is_tensor(v) else v)
+                  for k, v in metrics.items()}}
         f = self._log_handle
         if f is None or f.closed:
             f = self._log_handle = open(self._log_file, "a")  # noqa: SIM115 — closed by truncate_log / close_log

@@ -362,10 +362,11 @@ def fit(
             if state.batch_in_epoch >= bpe:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             if state.step % cfg.log_every == 0:
-                vals = {f"train/{k}": float(v.detach().mean()) if torch.is_tensor(v) else float(v)
-                        for k, v in logs.items()}
+                vals = {f"train/{k}": loss_value if k == "loss" else
+                        float(v.detach().mean()) if torch.is_tensor(v) else float(v) for k, v in logs.items()}
                 vals["train/lr"] = scheduler.get_last_lr()[0]
-                pbar.set_postfix(loss=f"{vals['train/loss']:.4f}")
+                if not pbar.disable:
+                    pbar.set_postfix(loss=f"{loss_value:.4f}")
                 ctx.log(vals, step=state.step, sync=False, fit=name)
             killpoint("fit/step")
             is_last = state.step >= cfg.max_steps
