@@ -231,6 +231,23 @@ def _py(args: list[str], timeout: int = 600) -> str:
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
 
 
+def memory_rows(res: dict[tuple[str, int], dict[str, Any]], what: str, size: Any, ours_cfg: str, peer_cfg: str,
+                ours_short: str, peer_short: str) -> list[Row]:
+    """Rows for one memory benchmark: peak RSS over baseline at 1x and 4x, then the 4x/1x growth (goal flat)."""
+    rows = []
+    for scale in (1, 4):
+        o, p = res["ours", scale]["delta"], res["naive", scale]["delta"]
+        rows.append(Row("B6", f"{what} {scale}x ({size(scale)})", "peak RSS over baseline MiB", round(o, 1),
+                        round(p, 1), round(o / max(p, 1e-9), 3), ours_cfg=ours_cfg, peer_cfg=peer_cfg,
+                        extra={"ours": res["ours", scale], "naive": res["naive", scale]}))
+    g_o = res["ours", 4]["delta"] / max(res["ours", 1]["delta"], 1e-9)
+    g_p = res["naive", 4]["delta"] / max(res["naive", 1]["delta"], 1e-9)
+    rows.append(Row("B6", f"{what} growth 4x/1x (ratio = ours' growth)", "RSS delta 4x / 1x", round(g_o, 3),
+                    round(g_p, 3), round(g_o, 3), goal="<= 1.25 (flat)", met=g_o <= 1.25,
+                    ours_cfg=ours_short, peer_cfg=peer_short))
+    return rows
+
+
 def run_ngc() -> list[Row]:
     res: dict[tuple[str, int], dict[str, Any]] = {}
     for scale in (1, 4):
@@ -239,21 +256,12 @@ def run_ngc() -> list[Row]:
             _py(["--ngc-prepare", str(n), root])
             for impl in ("ours", "naive"):
                 res[impl, scale] = json.loads(_py(["--ngc-child", impl, str(n), root]))
-    rows = []
-    for scale in (1, 4):
-        o, p = res["ours", scale]["delta"], res["naive", scale]["delta"]
-        u, chunk = res["ours", scale]["unlabelled"], res["ours", scale]["chunk"]
-        rows.append(Row("B6", f"NGC pseudo-labels {scale}x ({NGC_BASE_N * scale} train frames, {u} unlabelled)",
-                        "peak RSS over baseline MiB", round(o, 1), round(p, 1), round(o / max(p, 1e-9), 3),
-                        ours_cfg=f"pipeline.build_pseudo, 3 nodes x 3 paths, 64 px, chunks of {chunk} frames",
-                        peer_cfg="naive: all paths' predictions for all frames stacked in RAM, one consensus, np.save",
-                        extra={"ours": res["ours", scale], "naive": res["naive", scale]}))
-    g_o = res["ours", 4]["delta"] / max(res["ours", 1]["delta"], 1e-9)
-    g_p = res["naive", 4]["delta"] / max(res["naive", 1]["delta"], 1e-9)
-    rows.append(Row("B6", "NGC pseudo-labels growth 4x/1x (ratio = ours' growth)", "RSS delta 4x / 1x",
-                    round(g_o, 3), round(g_p, 3), round(g_o, 3), goal="<= 1.25 (flat)", met=g_o <= 1.25,
-                    ours_cfg="pipeline.build_pseudo", peer_cfg="naive in-memory consensus"))
-    return rows
+    chunk = res["ours", 1]["chunk"]
+    return memory_rows(res, "NGC pseudo-labels",
+                       lambda k: f"{NGC_BASE_N * k} train frames, {res['ours', k]['unlabelled']} unlabelled",
+                       ours_cfg=f"pipeline.build_pseudo, 3 nodes x 3 paths, 64 px, chunks of {chunk} frames",
+                       peer_cfg="naive: all paths' predictions for all frames stacked in RAM, one consensus, np.save",
+                       ours_short="pipeline.build_pseudo", peer_short="naive in-memory consensus")
 
 
 def run() -> list[Row]:
@@ -267,20 +275,11 @@ def run() -> list[Row]:
     for scale in (1, 4):  # alternate implementations at each size
         for impl in ("ours", "naive"):
             res[impl, scale] = child(impl, BASE_N * scale)
-    rows = []
     mib = BASE_N * 64 * 64 * 4 / 2**20
-    for scale in (1, 4):
-        o, p = res["ours", scale]["delta"], res["naive", scale]["delta"]
-        rows.append(Row("B6", f"cache fill {scale}x ({BASE_N * scale} samples, {mib * scale:.0f} MiB outputs)",
-                        "peak RSS over baseline MiB", round(o, 1), round(p, 1), round(o / max(p, 1e-9), 3),
-                        ours_cfg=f"TeacherCache.fill, shard {SHARD} rows, batch {BATCH}",
-                        peer_cfg="naive: list of batch outputs, np.concatenate, np.save",
-                        extra={"ours": res["ours", scale], "naive": res["naive", scale]}))
-    g_o = res["ours", 4]["delta"] / max(res["ours", 1]["delta"], 1e-9)
-    g_p = res["naive", 4]["delta"] / max(res["naive", 1]["delta"], 1e-9)
-    rows.append(Row("B6", "cache fill growth 4x/1x (ratio = ours' growth)", "RSS delta 4x / 1x",
-                    round(g_o, 3), round(g_p, 3), round(g_o, 3), goal="<= 1.25 (flat)", met=g_o <= 1.25,
-                    ours_cfg="TeacherCache.fill", peer_cfg="naive in-memory fill"))
+    rows = memory_rows(res, "cache fill", lambda k: f"{BASE_N * k} samples, {mib * k:.0f} MiB outputs",
+                       ours_cfg=f"TeacherCache.fill, shard {SHARD} rows, batch {BATCH}",
+                       peer_cfg="naive: list of batch outputs, np.concatenate, np.save",
+                       ours_short="TeacherCache.fill", peer_short="naive in-memory fill")
     try:
         from multiteacher.recipes.ngc import pipeline  # noqa: F401
     except ImportError:  # the cache-fill rows still stand

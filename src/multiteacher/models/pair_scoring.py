@@ -12,7 +12,7 @@ whole job, and on a CPU it dominates wall time. Two things make it fast without 
   (tested to 1e-4).
 
 `backend="auto"` takes ONNX Runtime on CPU when `onnxruntime` and `onnx` are installed (extra
-`multiteacher[onnx]`) and the export works for the architecture, else PyTorch; GPUs always use PyTorch.
+`multiteacher[onnx]`), the model is fp32 and the export works, else PyTorch; GPUs always use PyTorch.
 """
 
 from __future__ import annotations
@@ -109,12 +109,14 @@ def onnx_available() -> bool:
     return True
 
 
-def _choose(backend: Backend, device: torch.device) -> str:
+def _use_onnx(backend: Backend, device: torch.device) -> bool:
+    """ONNX Runtime for CPU scoring when asked ('onnx') or available ('auto'); GPUs use PyTorch."""
     if backend == "torch" or device.type != "cpu":
-        return "torch"
-    if backend == "onnx" and not onnx_available():
+        return False
+    available = onnx_available()
+    if backend == "onnx" and not available:
         raise ConfigError("backend = 'onnx' needs onnxruntime and onnx — `pip install multiteacher[onnx]`")
-    return "onnx" if onnx_available() else "torch"
+    return available
 
 
 @torch.no_grad()
@@ -143,7 +145,7 @@ def score_pairs(
     model.eval()
     try:
         run = None
-        if _choose(backend, device) == "onnx" and device.type == "cpu":
+        if _use_onnx(backend, device):
             # trace on the longest and the shortest pair, so the graph sees a padded batch
             sample = np.array([batches[0][0], batches[-1][-1]])
             run = _onnx_runner(model, pad_batch(enc, sample, pad_id), strict=backend == "onnx")
@@ -160,10 +162,15 @@ def score_pairs(
 
 
 def _onnx_runner(model: Any, sample: dict[str, np.ndarray], strict: bool) -> Any:
-    """A callable arrays -> scores backed by a fresh export of `model`, or None if export fails (auto)."""
+    """A callable arrays -> scores backed by a fresh export of `model`, or None (PyTorch) if the model
+    is not fp32 or the export fails, unless `strict`."""
+    if next(model.parameters()).dtype != torch.float32:  # exporting would need a cast of the caller's model
+        if strict:
+            raise ConfigError("backend = 'onnx' scores fp32 models only; use backend 'torch' (or 'auto')")
+        return None
     with tempfile.TemporaryDirectory(prefix="mt-onnx-") as tmp:
         try:
-            sess = onnx_session(export_onnx(model.float(), sample, Path(tmp) / "model.onnx"))
+            sess = onnx_session(export_onnx(model, sample, Path(tmp) / "model.onnx"))
         except Exception as e:  # an architecture the exporter cannot trace: fall back to PyTorch
             if strict:
                 raise ConfigError(f"ONNX export of {type(model).__name__} failed ({e}); use backend 'torch'") from None

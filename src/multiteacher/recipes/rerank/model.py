@@ -21,8 +21,7 @@ from pydantic import Field
 
 from multiteacher.config import StrictModel
 from multiteacher.errors import ConfigError
-from multiteacher.models.pair_scoring import Backend
-from multiteacher.models.pair_scoring import score_pairs as _score_pairs
+from multiteacher.models.pair_scoring import score_pairs  # noqa: F401 — re-exported: the recipe's scoring
 
 ARCHS = ("bert", "roberta", "electra", "deberta-v2", "modernbert")
 IDENTITY = "torch.nn.modules.linear.Identity"
@@ -205,21 +204,6 @@ def encode(tok: Any, queries: Sequence[str], passages: Sequence[str], max_length
 def forward_scores(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """One score per pair (the single logit)."""
     return model(**batch).logits.squeeze(-1)
-
-
-def score_pairs(
-    model: Any,
-    tok: Any,
-    queries: Sequence[str],
-    passages: Sequence[str],
-    max_length: int,
-    batch_size: int = 16,
-    device: torch.device | str | None = None,
-    progress: bool = False,
-    backend: Backend = "auto",
-) -> list[float]:
-    """Scores for (query, passage) pairs in input order (`multiteacher.models.pair_scoring`)."""
-    return _score_pairs(model, tok, queries, passages, max_length, batch_size, device, backend, progress)
 
 
 def export(model: Any, tok: Any, out_dir: str | Path) -> Path:
