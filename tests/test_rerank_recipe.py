@@ -108,3 +108,19 @@ def test_bad_val_list_is_one_line_error(tmp_path: Path, data_dir: Path) -> None:
     bad.write_text("just-one-field\n")
     with pytest.raises(DataError, match="val.txt:1"):
         _run(tmp_path, data_dir, "bad2", [f"data.val_queries={bad}"])
+
+
+def test_labelled_queries_drop_a_set_without_qrels(data_dir: Path) -> None:
+    """`train_queries=labelled` keeps dl21's judged queries and drops dl22 (no qrels) instead of failing."""
+    require_data(data_dir, "trec-dl", "dl22", "queries.tsv")
+    from multiteacher.recipes.rerank import load_sets
+
+    over = ["data.train=[trec-dl/dl21, trec-dl/dl22]", "data.max_train_queries=null"]
+    every = load_sets(load_config(TINY, over), data_dir)
+    labelled = load_sets(load_config(TINY, [*over, "data.train_queries=labelled"]), data_dir)
+    assert set(every["train"]) == {"trec-dl/dl21", "trec-dl/dl22"}
+    assert set(labelled["train"]) == {"trec-dl/dl21"} and "trec-dl/dl22" not in labelled["all"]
+    d21 = labelled["train"]["trec-dl/dl21"]
+    assert d21.qids and all(q in d21.qrels for q in d21.qids)
+    with pytest.raises(ConfigError, match="data.train: no training query has qrels"):
+        load_sets(load_config(TINY, ["data.train=[trec-dl/dl22]", "data.train_queries=labelled"]), data_dir)

@@ -161,11 +161,16 @@ def load_sets(cfg: Config, data_dir: Path) -> dict[str, Any]:
             tq = [q for q in tq if d.qrels and q in d.qrels]
         if cfg.data.max_train_queries:
             tq = tq[: cfg.data.max_train_queries]
-        train[spec] = d.subset(tq)
+        if tq or cfg.data.train_queries == "all":
+            train[spec] = d.subset(tq)  # under `labelled`, a set without qrels (dl22) adds no query
         if vq:
             if not d.qrels or any(q not in d.qrels for q in vq):
                 raise DataError(f"{cfg.data.val_queries}: validation queries of {spec} must have qrels")
             val[spec] = d.subset(vq)
+    if not train:
+        raise ConfigError(
+            f"data.train: no training query has qrels under data.train_queries=labelled ({cfg.data.train})"
+        )
     if not val:
         raise ConfigError(f"{cfg.data.val_queries} names no query of the training sets {cfg.data.train}")
     for spec in cfg.data.test:

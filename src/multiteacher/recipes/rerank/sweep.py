@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from multiteacher.errors import UserError
+from multiteacher.errors import ConfigError, UserError
 from multiteacher.io import atomic_write_json, atomic_write_text
 from multiteacher.report import mean_std
 
@@ -58,6 +58,18 @@ def run_sweep(
         print(f"[sweep] {run_dir.name}: {'resuming' if resume else 'starting'}", flush=True)
         execute_run(cfg, run_dir, resolve_data_dir(data_dir), resolve_cache_dir(cache_dir), resume=resume)
     return dirs
+
+
+def _check_distinct_objectives(dirs: list[Path]) -> None:
+    """One objective must not come from two sweeps at once: their seeds would be averaged together."""
+    origin: dict[str, Path] = {}
+    for d in dirs:
+        f = d / "results.json"
+        if not f.exists():
+            continue
+        obj = json.loads(f.read_text())["config"]["objective"]
+        if origin.setdefault(obj, d.parent) != d.parent:
+            raise ConfigError(f"--runs: objective {obj!r} comes from both {origin[obj]} and {d.parent} — name one")
 
 
 def _avg_per_query(dicts: list[dict[str, float]]) -> dict[str, float]:
@@ -180,12 +192,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir")
     p.add_argument("--cache-dir")
     p.add_argument("--summarize-only", action="store_true")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_DIR",
+        help="with --summarize-only: summarise these run directories (e.g. supervised runs of one sweep and "
+        "distillation runs of another, on the same training queries) instead of --out's objectives x seeds",
+    )
     p.add_argument("--resamples", type=int, default=10_000)
     a = p.parse_args(argv)
     out = Path(a.out)
     try:
+        if a.runs and not a.summarize_only:
+            raise ConfigError("--runs: only with --summarize-only (it names finished runs to compare)")
         if a.summarize_only:
-            dirs = [out / f"{o}-s{s}" for o, s in itertools.product(a.objectives, a.seeds)]
+            dirs = a.runs or [out / f"{o}-s{s}" for o, s in itertools.product(a.objectives, a.seeds)]
+            _check_distinct_objectives(dirs)
         else:
             dirs = run_sweep(a.config, out, a.objectives, a.seeds, a.overrides, a.data_dir, a.cache_dir)
         s = summarize(dirs, out, n_resamples=a.resamples)
