@@ -118,7 +118,7 @@ def summarize(run_dirs: list[Path], out: Path, measure: str = "nDCG@10", n_resam
         families: dict[str, dict[str, tuple[str, str]]] = {"objective_vs_objective": {}}
         for a, b in itertools.combinations(students, 2):
             families["objective_vs_objective"][f"{a} vs {b}"] = (a, b)
-        for ref in ("teacher:fused", best_single, "student:untrained", "teacher:listwise"):
+        for ref in ("teacher:fused", best_single, "student:untrained", "teacher:listwise", "bm25"):
             if ref and ref in avg:
                 families[f"vs {ref}"] = {f"{s} vs {ref}": (s, ref) for s in students}
         tests: dict[str, Any] = {}
