@@ -35,3 +35,20 @@ def test_filters_and_columns(tmp_path: Path) -> None:
     assert "two_hop" not in md and "mae" not in md and "1.000" in md
     with pytest.raises(DataError, match="FIELD=VALUE"):
         parse_where(["nonsense"])
+
+
+def test_by_groups_runs_apart_by_a_config_field(tmp_path: Path) -> None:
+    def run(name: str, seed: int, hyper: bool, v: float) -> Path:
+        p = tmp_path / f"{name}.json"
+        rows = [{"kind": "direct", "node": "d", "rmse": v}]
+        p.write_text(json.dumps({"name": name, "seed": seed, "commit": "c", "config": {"graph": {"hyperedges": hyper}},
+                                 "metrics": {}, "rows": rows}))
+        return p
+
+    paths = [run("a", 0, False, 1.0), run("b", 1, False, 3.0), run("c", 0, True, 5.0)]
+    assert "| direct | d | 3.000 ± 2.000 |" in report_markdown(paths)  # without --by the variant is averaged in
+    md = report_markdown(paths, by=["config.graph.hyperedges"])
+    assert "| hyperedges |" in md.splitlines()[0]
+    assert "| False | direct | d | 2.000 ± 1.414 (n=2) |" in md and "| True | direct | d | 5.000 (n=1) |" in md
+    with pytest.raises(DataError, match="no field 'config.graph.nope'"):
+        report_markdown(paths, by=["config.graph.nope"])

@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--where", action="append", metavar="FIELD=V1,V2",
                      help="keep rows whose FIELD is one of the values")
     rep.add_argument("--columns", nargs="+", help="numeric columns to show (default: all)")
+    rep.add_argument("--by", nargs="+", metavar="KEY",
+                     help="also group by these results.json fields, dotted (e.g. config.graph.hyperedges)")
 
     d = sub.add_parser("data", help="list or check the named datasets")
     d.add_argument("action", choices=["list", "check"])
@@ -117,7 +119,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from multiteacher.io import atomic_write_text
     from multiteacher.report import parse_where, report_markdown, update_readme
 
-    md = report_markdown([Path(p) for p in args.runs], args.digits, parse_where(args.where), args.columns)
+    md = report_markdown([Path(p) for p in args.runs], args.digits, parse_where(args.where), args.columns, args.by)
     print(md)
     if args.out:
         atomic_write_text(args.out, md)

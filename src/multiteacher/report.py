@@ -127,10 +127,31 @@ def parse_where(items: list[str] | None) -> dict[str, set[str]]:
     return where
 
 
+def lookup(res: dict[str, Any], key: str, source: str = "results.json") -> Any:
+    """A dotted field of a results dict (`config.graph.hyperedges`); a missing one is a one-line error."""
+    value: Any = res
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise DataError(f"{source} of run {res.get('name')!r}: no field {key!r} — check --by")
+        value = value[part]
+    return value
+
+
+def label_rows(results: list[dict[str, Any]], by: list[str] | None) -> list[dict[str, Any]]:
+    """Put the `by` fields of each run into its rows first, so runs differing in them group apart."""
+    if not by:
+        return results
+    out = []
+    for res in results:
+        labels = {k.rsplit(".", 1)[-1]: str(lookup(res, k)) for k in by}
+        out.append({**res, "rows": [{**labels, **row} for row in res.get("rows", [])]})
+    return out
+
+
 def report_markdown(paths: list[Path], digits: int = 3, where: dict[str, set[str]] | None = None,
-                    columns: list[str] | None = None) -> str:
+                    columns: list[str] | None = None, by: list[str] | None = None) -> str:
     """Aggregated markdown table for several runs, with provenance (commits, config hashes)."""
-    results = filter_rows(load_results(paths), where)
+    results = filter_rows(label_rows(load_results(paths), by), where)
     table = format_table(select_columns(aggregate(results), columns), digits)
     commits = sorted({r.get("commit", "unknown") for r in results})
     seeds = sorted({r.get("seed") for r in results})
