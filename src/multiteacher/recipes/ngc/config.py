@@ -43,6 +43,7 @@ class EdgeFitConfig(StrictModel):
     labelled_share: float = Field(0.5, ge=0, le=1, description="labelled frames per batch in generations >= 1")
     fine_tune: bool = Field(False, description="start generation g from the edge's generation g-1 weights")
     predict_batch: int = Field(128, ge=1)
+    checkpoint_every: int = Field(100, ge=0, description="steps between mid-edge resume points (0: none)")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where edge nets train (auto: cuda if there)")
 
 

@@ -5,7 +5,9 @@ labelled / pseudo-labelled, the budget and a seed. It trains a small U-Net with 
 PyTorch loop (it runs inside a worker process with pinned threads), then writes its predictions for
 every training and test frame (float16 for continuous nodes, probabilities x 255 as uint8 for
 categorical nodes) and finally its checkpoint — all atomically. A job whose checkpoint and
-predictions exist is skipped, so a killed generation resumes edge by edge.
+predictions exist is skipped, so a killed generation resumes edge by edge; within an edge, a
+``<ckpt>.partial`` written every ``fit.checkpoint_every`` steps (weights, optimiser, schedule and
+both RNG states) lets a killed job continue mid-edge and end with the same weights, bit for bit on CPU.
 
 Array layouts: ``label`` arrays are frames-first and channels-last, as the data gives them
 (``(N, H, W)`` or ``(N, H, W, C)``; categorical as class indices, 255 = ignore; continuous NaN =
@@ -164,14 +166,24 @@ def train_edge(spec: dict[str, Any]) -> dict[str, Any]:
     model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=fit["lr"], weight_decay=fit["weight_decay"])
     steps, bsz = int(fit["steps"]), int(fit["batch_size"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * s / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: float(0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * s / steps))))
     lab = np.asarray(spec["labelled"], dtype=np.int64)
     unl = np.asarray(spec.get("unlabelled") or [], dtype=np.int64)
     # gen 0 / no pseudo-labels: whole batches of labelled frames; else the configured share
     n_lab = bsz if len(unl) == 0 else (round(fit["labelled_share"] * bsz) if len(lab) else 0)
+    every = int(fit.get("checkpoint_every", 0))
+    partial = Path(f"{spec['ckpt']}.partial")
+    start, losses = 0, []
+    if every and partial.exists():
+        state = torch.load(partial, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        start, losses = int(state["step"]), list(state["losses"])
     model.train()
-    losses = []
-    for _ in range(steps):
+    for step in range(start, steps):
         idx = np.concatenate([rng.choice(lab, n_lab), rng.choice(unl, bsz - n_lab) if bsz > n_lab else []])
         idx = idx.astype(np.int64)
         arrays = [*x_train, y_train] + ([m_train] if m_train is not None else [])
@@ -184,6 +196,11 @@ def train_edge(spec: dict[str, Any]) -> dict[str, Any]:
         opt.step()
         sched.step()
         losses.append(loss.item())
+        if every and (step + 1) % every == 0 and step + 1 < steps:
+            atomic_torch_save(partial, {"model": model.state_dict(), "opt": opt.state_dict(),
+                                        "sched": sched.state_dict(), "rng": rng.bit_generator.state,
+                                        "torch_rng": torch.get_rng_state(), "step": step + 1, "losses": losses})
+        killpoint("ngc/edge_step")
     killpoint("ngc/edge_trained")
     model.eval()
     for split in ("train", "test"):
@@ -203,6 +220,7 @@ def train_edge(spec: dict[str, Any]) -> dict[str, Any]:
     weights = {k: v.cpu() for k, v in model.state_dict().items()}
     atomic_torch_save(spec["ckpt"], {"model": weights, "id": spec["id"], "in_ch": in_ch,
                                      "out_ch": tgt_node["channels"], "fit": fit})
+    partial.unlink(missing_ok=True)
     tail = losses[-max(1, steps // 10):]
     return {"id": spec["id"], "skipped": False, "seconds": time.perf_counter() - t0,
             "final_loss": float(np.mean(tail))}
