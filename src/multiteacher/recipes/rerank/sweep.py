@@ -60,18 +60,6 @@ def run_sweep(
     return dirs
 
 
-def _check_distinct_objectives(dirs: list[Path]) -> None:
-    """One objective must not come from two sweeps at once: their seeds would be averaged together."""
-    origin: dict[str, Path] = {}
-    for d in dirs:
-        f = d / "results.json"
-        if not f.exists():
-            continue
-        obj = json.loads(f.read_text())["config"]["objective"]
-        if origin.setdefault(obj, d.parent) != d.parent:
-            raise ConfigError(f"--runs: objective {obj!r} comes from both {origin[obj]} and {d.parent} — name one")
-
-
 def _avg_per_query(dicts: list[dict[str, float]]) -> dict[str, float]:
     keys = set(dicts[0]).intersection(*dicts[1:])
     return {q: sum(d[q] for d in dicts) / len(dicts) for q in keys}
@@ -88,10 +76,14 @@ def summarize(run_dirs: list[Path], out: Path, measure: str = "nDCG@10", n_resam
     perq: dict[str, dict[str, list[dict[str, float]]]] = {}  # set -> system -> [per-seed per-query (measure)]
     val_means: dict[str, list[float]] = {}
     times: dict[str, list[float]] = {}
+    origin: dict[str, Path] = {}  # objective -> the sweep directory its runs come from
     for d in done:
         res = json.loads((d / "results.json").read_text())
         pq = json.loads((d / "per_query.json").read_text())
         obj = res["config"]["objective"]
+        if origin.setdefault(obj, d.parent) != d.parent:  # seeds of two sweeps must not average together
+            raise ConfigError(f"objective {obj!r} comes from both {origin[obj]} and {d.parent} — "
+                              "pass the runs of one sweep per objective")
         times.setdefault(obj, []).append(float(res.get("wall_time_s", 0.0)))
         for spec, r in pq["student"].get("test", {}).items():
             _add(systems, perq, spec, f"student:{obj}", r, measure)
@@ -208,7 +200,6 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--runs: only with --summarize-only (it names finished runs to compare)")
         if a.summarize_only:
             dirs = a.runs or [out / f"{o}-s{s}" for o, s in itertools.product(a.objectives, a.seeds)]
-            _check_distinct_objectives(dirs)
         else:
             dirs = run_sweep(a.config, out, a.objectives, a.seeds, a.overrides, a.data_dir, a.cache_dir)
         s = summarize(dirs, out, n_resamples=a.resamples)
