@@ -49,7 +49,7 @@ def teacher() -> nn.Module:
 
 def epoch(init: dict, data: TensorDataset, teachers: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
           kd: Callable[..., torch.Tensor]) -> Timing:
-    """One epoch; `teachers(x, positions) -> [T, B, C]` or None for student-only."""
+    """One epoch; `teachers(x, positions) -> (B, K, C)` or None for student-only."""
     model = student()
     model.load_state_dict(init)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -63,7 +63,7 @@ def epoch(init: dict, data: TensorDataset, teachers: Callable[[torch.Tensor, tor
             loss = nn.functional.cross_entropy(logits, y)
             if teachers is not None:
                 t = teachers(x, pos)
-                loss = loss + kd(logits, t.transpose(0, 1), temperature=4.0)
+                loss = loss + kd(logits, t, temperature=4.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

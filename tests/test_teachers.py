@@ -113,16 +113,38 @@ def test_pool_stacks_and_caches(tmp_path: Path) -> None:
     pool = TeacherPool([a, b])
     x = torch.randn(6, 4)
     y = pool.predict(x)
-    assert y.shape == (2, 6, 3) and torch.equal(y[1], b.predict(x))
-    assert pool.predict(x, dim=1).shape == (6, 2, 3)
+    assert y.shape == (6, 2, 3)  # (B, K, C): batch first, teachers second
+    assert torch.equal(y[:, 0], a.predict(x)) and torch.equal(y[:, 1], b.predict(x))
     assert pool["b"] is b and pool.names == ["a", "b"]
     assert pool.fingerprint != TeacherPool([b, a]).fingerprint
     cached = pool.cached_outputs(x, [f"q{i}" for i in range(6)], "data", root=tmp_path, shard_size=4, progress=False)
-    assert cached[np.arange(6)].shape == (2, 6, 3)
-    np.testing.assert_allclose(cached.by_id(["q5", "q0"]), y[:, [5, 0]].numpy(), rtol=1e-6)
+    assert cached[np.arange(6)].shape == (6, 2, 3)
+    np.testing.assert_allclose(cached[np.arange(6)], y.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(cached.by_id(["q5", "q0"]), y[[5, 0]].numpy(), rtol=1e-6)
     assert cached.torch([1, 2]).dtype == torch.float32
+    np.testing.assert_allclose(cached.torch([1, 2]).numpy(), y[[1, 2]].numpy(), rtol=1e-6)
     with pytest.raises(UserError, match="unique"):
         TeacherPool([a, ModuleTeacher(_net(2), "a")])
     odd = ModuleTeacher(nn.Linear(4, 5), "odd")
     with pytest.raises(UserError, match="different shapes"):
         TeacherPool([a, odd]).predict(x)
+
+
+def test_consensus_of_pool_reduces_over_teachers_not_batch() -> None:
+    """`mt.median(pool.predict(x))` is the per-sample median of the K teachers (hand-computed)."""
+    import multiteacher as mt
+
+    # 3 teachers, 2 samples, 2 outputs; sample i of teacher k is row i of its table.
+    t1 = [[1.0, 10.0], [4.0, 40.0]]
+    t2 = [[2.0, 30.0], [9.0, 50.0]]
+    t3 = [[7.0, 20.0], [5.0, 60.0]]
+    pool = mt.TeacherPool([mt.PrecomputedTeacher(n, torch.tensor(t)) for n, t in (("t1", t1), ("t2", t2), ("t3", t3))])
+    y = pool.predict([0, 1])
+    assert y.shape == (2, 3, 2)
+    # median over teachers, per sample and output: sample 0 -> (2, 20), sample 1 -> (5, 50)
+    assert torch.equal(mt.median(y), torch.tensor([[2.0, 20.0], [5.0, 50.0]]))
+    # mean over teachers: sample 0 -> (10/3, 20), sample 1 -> (6, 50); the batch mean would be (B-free) wrong
+    torch.testing.assert_close(mt.mean(y), torch.tensor([[10.0 / 3, 20.0], [6.0, 50.0]]))
+    # and the router / KD layout: multi_teacher_kd takes the same stack without a transpose
+    s = torch.zeros(2, 2)
+    assert torch.isfinite(mt.multi_teacher_kd(s, y, temperature=1.0))

@@ -1,3 +1,113 @@
-"""multiteacher: train students from many teachers at once."""
+"""multiteacher: train students from many teachers at once.
+
+`import multiteacher as mt` is the public face of the engine: teachers, the teacher-output cache,
+consensus and routing over a teacher axis, distillation and ranking losses, metrics, the fit loop,
+runs and reports. Every name below is imported lazily on first use (PEP 562 ``__getattr__``), so
+``import multiteacher`` stays light (no torch import) and cannot form import cycles.
+
+One convention everywhere: teacher outputs are stacked as ``(B, K, ...)`` — batch first, teachers
+second. `TeacherPool.predict`, the consensus ops, `Router` and `multi_teacher_kd` all use it.
+
+Example:
+    >>> import multiteacher as mt
+    >>> import torch
+    >>> pool = mt.TeacherPool([mt.PrecomputedTeacher("a", torch.ones(4, 3)),
+    ...                        mt.PrecomputedTeacher("b", torch.zeros(4, 3))])
+    >>> pool.predict([0, 1]).shape          # (B, K, C)
+    torch.Size([2, 2, 3])
+    >>> mt.mean(pool.predict([0, 1]))[0]    # averaged over the two teachers
+    tensor([0.5000, 0.5000, 0.5000])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# Public name -> candidate locations "module:attribute", first that resolves wins. Several
+# candidates keep the map valid while modules move (e.g. a name that gains a new home).
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    # teachers and the teacher-output cache
+    "Teacher": ("multiteacher.teachers.base:Teacher",),
+    "ModuleTeacher": ("multiteacher.teachers.base:ModuleTeacher",),
+    "PrecomputedTeacher": ("multiteacher.teachers.base:PrecomputedTeacher",),
+    "TeacherPool": ("multiteacher.teachers.pool:TeacherPool",),
+    "StackedCache": ("multiteacher.teachers.pool:StackedCache",),
+    "TeacherCache": ("multiteacher.teachers.cache:TeacherCache",),
+    "cached_outputs": ("multiteacher.teachers.cache:cached_outputs",),
+    "data_fingerprint": ("multiteacher.teachers.base:data_fingerprint",),
+    # consensus over the teacher axis (B, K, ...)
+    "mean": ("multiteacher.consensus:mean",),
+    "median": ("multiteacher.consensus:median",),
+    "trimmed_mean": ("multiteacher.consensus:trimmed_mean",),
+    "weighted": ("multiteacher.consensus:weighted",),
+    "agreement_mask": ("multiteacher.consensus:agreement_mask",),
+    "vote": ("multiteacher.consensus:vote",),
+    "combine": ("multiteacher.consensus:combine",),
+    "dispersion": ("multiteacher.consensus:dispersion",),
+    # routing: per-instance gates over teachers
+    "Router": ("multiteacher.routing:Router",),
+    "softmax_weights": ("multiteacher.routing:softmax_weights",),
+    "topk_weights": ("multiteacher.routing:topk_weights",),
+    "load_balance_kl": ("multiteacher.routing:load_balance_kl",),
+    "load_balance_cv": ("multiteacher.routing:load_balance_cv",),
+    "routing_stats": ("multiteacher.routing:routing_stats",),
+    # distillation losses
+    "kd_kl": ("multiteacher.losses.kd:kd_kl",),
+    "multi_teacher_kd": ("multiteacher.losses.kd:multi_teacher_kd",),
+    "fitnet": ("multiteacher.losses.kd:fitnet",),
+    "dkd": ("multiteacher.losses.kd:dkd",),
+    # ranking losses (scores (B, N), first column the positive where a loss needs one)
+    "pointwise_bce": ("multiteacher.losses.ranking:pointwise_bce",),
+    "pointwise_mse": ("multiteacher.losses.ranking:pointwise_mse",),
+    "hinge": ("multiteacher.losses.ranking:hinge",),
+    "margin_mse": ("multiteacher.losses.ranking:margin_mse",),
+    "info_nce": ("multiteacher.losses.ranking:info_nce",),
+    "distill_ranknet": ("multiteacher.losses.ranking:distill_ranknet",),
+    "adr_mse": ("multiteacher.losses.ranking:adr_mse",),
+    "listnet": ("multiteacher.losses.ranking:listnet",),
+    "make_ranking_loss": ("multiteacher.losses.ranking:make_ranking_loss", "multiteacher.losses:make_ranking_loss"),
+    # metrics
+    "accuracy": ("multiteacher.metrics.classify:accuracy",),
+    "classification_metrics": ("multiteacher.metrics.classify:classification_metrics",),
+    "depth_metrics": ("multiteacher.metrics.dense:depth_metrics",),
+    "normal_metrics": ("multiteacher.metrics.dense:normal_metrics",),
+    "semantic_metrics": ("multiteacher.metrics.dense:semantic_metrics",),
+    "ir_evaluate": ("multiteacher.metrics.ir:evaluate",),
+    # training
+    "fit": ("multiteacher.engine.loop:fit",),
+    "FitConfig": ("multiteacher.engine.loop:FitConfig", "multiteacher.engine.config:FitConfig"),
+    # runs and reports
+    "RunContext": ("multiteacher.runs:RunContext",),
+    "load_config": ("multiteacher.config:load_config",),
+    "run": ("multiteacher.runs:run", "multiteacher.api:run"),
+    "write_run_report": ("multiteacher.report:write_run_report",),
+    "report_markdown": ("multiteacher.report:report_markdown",),
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def _resolve(name: str) -> Any:
+    errors = []
+    for spec in _EXPORTS[name]:
+        module, attr = spec.split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:  # try the next candidate
+            errors.append(f"{spec}: {e}")
+    raise AttributeError(f"multiteacher.{name} is declared public but does not resolve ({'; '.join(errors)})")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = _resolve(name)
+        globals()[name] = value  # cache: later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,9 +1,11 @@
 """TeacherPool: several teachers, one call, outputs stacked along a teacher axis.
 
-`pool.predict(batch)` returns a tensor `[T, B, ...]` (teacher axis first), the layout that
-`consensus.py` (mean/median/agreement over teachers) and `routing.py` (per-instance gates over
-teachers) take. `pool.cached_outputs(...)` caches every teacher on disk once and returns a
-`StackedCache` whose `[positions]` gives the same `[T, B, ...]` stack from memory-mapped shards.
+Layout: ``(B, K, ...)`` — batch first, teachers second — everywhere in the engine.
+`pool.predict(batch)` returns that stack, which is what `multiteacher.consensus` (mean, median,
+agreement over teachers, ``dim=1``), `multiteacher.routing` (per-instance gates ``(B, K)``) and
+`multiteacher.losses.kd.multi_teacher_kd` take. `pool.cached_outputs(...)` caches every teacher on
+disk once and returns a `StackedCache` whose ``[positions]`` gives the same ``(B, K, ...)`` stack
+from memory-mapped shards.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from multiteacher.errors import UserError
 from multiteacher.teachers.base import Teacher, fingerprint_obj
 from multiteacher.teachers.cache import CachedArray, cached_outputs
 
+TEACHER_DIM = 1  # the teacher axis of every stack: (B, K, ...)
+
 
 def _check_stackable(names: Sequence[str], outs: Sequence[Any]) -> None:
     shapes = {tuple(o.shape) for o in outs}
@@ -31,7 +35,19 @@ def _check_stackable(names: Sequence[str], outs: Sequence[Any]) -> None:
 
 
 class StackedCache:
-    """Cached outputs of every teacher in a pool; `[positions]` -> array `[T, B, ...]`."""
+    """Cached outputs of every teacher in a pool, read back stacked as ``(B, K, ...)``.
+
+    Made by `TeacherPool.cached_outputs`; indexing with sample positions (or `by_id` with sample
+    ids) reads each teacher's memory-mapped shards and stacks them on axis 1, in pool order.
+
+    Args:
+        arrays: one `CachedArray` per teacher, by name, in pool order.
+
+    Example:
+        >>> cached = pool.cached_outputs(x, ids, data_fp, root=cache_dir)  # doctest: +SKIP
+        >>> cached[[0, 1, 2]].shape  # (B, K, C)                          # doctest: +SKIP
+        (3, 2, 10)
+    """
 
     def __init__(self, arrays: dict[str, CachedArray]) -> None:
         self.arrays = arrays
@@ -43,20 +59,53 @@ class StackedCache:
     def __getitem__(self, key: Any) -> np.ndarray:
         outs = [a[key] for a in self.arrays.values()]
         _check_stackable(self.names, outs)
-        return np.stack(outs)
+        return np.stack(outs, axis=TEACHER_DIM)
 
     def by_id(self, ids: Sequence[Any]) -> np.ndarray:
+        """Outputs of the samples named by `ids`, stacked ``(B, K, ...)``.
+
+        Args:
+            ids: sample ids as given to `cached_outputs`.
+
+        Returns:
+            array ``(len(ids), K, ...)``.
+        """
         outs = [a.by_id(ids) for a in self.arrays.values()]
         _check_stackable(self.names, outs)
-        return np.stack(outs)
+        return np.stack(outs, axis=TEACHER_DIM)
 
     def torch(self, key: Any) -> torch.Tensor:
-        """`self[key]` as a tensor."""
+        """`self[key]` as a tensor ``(B, K, ...)``.
+
+        Args:
+            key: sample positions (anything numpy indexing takes).
+
+        Returns:
+            tensor ``(B, K, ...)`` sharing memory with the read array.
+        """
         return torch.from_numpy(self[key])
 
 
 class TeacherPool:
-    """An ordered set of teachers with unique names."""
+    """An ordered set of teachers with unique names, predicted together as ``(B, K, ...)``.
+
+    The pool is how a student sees its teachers: one `predict` call runs every teacher on the
+    batch and stacks their outputs on axis 1, ready for the consensus ops, a `Router` or
+    `multi_teacher_kd`. `cached_outputs` scores a whole dataset once into the on-disk teacher cache.
+
+    Args:
+        teachers: objects following the `Teacher` protocol (`ModuleTeacher`, `PrecomputedTeacher`,
+            or your own); their names must be unique.
+
+    Example:
+        >>> import torch, multiteacher as mt
+        >>> pool = mt.TeacherPool([mt.PrecomputedTeacher("a", torch.tensor([[1.0], [2.0]])),
+        ...                        mt.PrecomputedTeacher("b", torch.tensor([[3.0], [6.0]]))])
+        >>> pool.predict([0, 1]).shape   # (B, K, 1)
+        torch.Size([2, 2, 1])
+        >>> mt.mean(pool.predict([0, 1])).squeeze(-1)  # over teachers, per sample
+        tensor([2., 4.])
+    """
 
     def __init__(self, teachers: Sequence[Teacher]) -> None:
         self.teachers = list(teachers)
@@ -69,6 +118,7 @@ class TeacherPool:
 
     @property
     def names(self) -> list[str]:
+        """Teacher names in pool order (index k of the teacher axis is `names[k]`)."""
         return [t.name for t in self.teachers]
 
     @property
@@ -91,14 +141,32 @@ class TeacherPool:
         return self.teachers[key]
 
     def predict_dict(self, batch: Any) -> dict[str, Any]:
-        """Each teacher's outputs for `batch`, by name."""
+        """Each teacher's outputs for `batch`, by name (for teachers whose outputs differ in shape).
+
+        Args:
+            batch: whatever the teachers' `predict` takes.
+
+        Returns:
+            ``{name: outputs}`` in pool order.
+        """
         return {t.name: t.predict(batch) for t in self.teachers}
 
-    def predict(self, batch: Any, dim: int = 0) -> torch.Tensor:
-        """Outputs stacked along a new teacher axis (`dim`, default 0: `[T, B, ...]`)."""
+    def predict(self, batch: Any) -> torch.Tensor:
+        """Every teacher's outputs for `batch`, stacked on the teacher axis: ``(B, K, ...)``.
+
+        Args:
+            batch: whatever the teachers' `predict` takes.
+
+        Returns:
+            tensor ``(B, K, ...)``; ``[:, k]`` is teacher `names[k]`.
+
+        Example:
+            >>> y = pool.predict(x)           # doctest: +SKIP
+            >>> mt.median(y)                  # consensus over the K teachers: (B, ...)  # doctest: +SKIP
+        """
         outs = [torch.as_tensor(o) for o in self.predict_dict(batch).values()]
         _check_stackable(self.names, outs)
-        return torch.stack(outs, dim=dim)
+        return torch.stack(outs, dim=TEACHER_DIM)
 
     __call__ = predict
 
@@ -112,11 +180,26 @@ class TeacherPool:
         predict_fns: dict[str, Callable[[Any], Any]] | None = None,
         **kwargs: Any,
     ) -> StackedCache:
-        """Cache each teacher's outputs on `data` (see `cached_outputs`) and return them stacked.
+        """Cache each teacher's outputs on `data` once (see `cached_outputs`) and return them stacked.
 
-        `predict_fns` may override how a named teacher is called (e.g. to pick features); the
-        override's qualified name then joins the cache key, so it never reuses the plain outputs.
-        Extra keyword arguments (`shard_size`, `batch_size`, `rank`, `world`, `dtype`, ...) pass on.
+        A second call with the same teachers and data reads the cache instead of predicting; a
+        changed teacher (weights, config) or data fingerprint computes afresh.
+
+        Args:
+            data: an indexable dataset (or tensor) the teachers predict on.
+            ids: one stable id per sample of `data` (joins the cache key).
+            data_fp: fingerprint of the data (e.g. `data_fingerprint(...)`).
+            root: cache directory (default: the user cache dir / ``MULTITEACHER_CACHE``).
+            predict_fns: per-teacher overrides of how it is called (e.g. to pick features); the
+                override's qualified name joins the cache key, so it never reuses the plain outputs.
+            **kwargs: passed on (`shard_size`, `batch_size`, `rank`, `world`, `dtype`, `progress`, ...).
+
+        Returns:
+            a `StackedCache`; ``cached[positions]`` is an array ``(B, K, ...)``.
+
+        Example:
+            >>> cached = pool.cached_outputs(x, ids, mt.data_fingerprint(ids=ids), root="/tmp/c")  # doctest: +SKIP
+            >>> targets = cached.torch(batch_positions)   # (B, K, C)  # doctest: +SKIP
         """
         predict_fns = predict_fns or {}
         arrays = {}
