@@ -13,7 +13,8 @@ from multiteacher.report import aggregate, format_table, parse_where, report_mar
 
 def write(tmp_path: Path, name: str, seed: int, rows: list[dict]) -> Path:
     p = tmp_path / f"{name}.json"
-    p.write_text(json.dumps({"name": "r", "seed": seed, "commit": "abc", "metrics": {}, "rows": rows}))
+    p.write_text(json.dumps({"recipe": "t", "name": "r", "seed": seed, "config_hash": "h", "commit": "abc",
+                             "metrics": {}, "rows": rows}))
     return p
 
 
@@ -41,8 +42,8 @@ def test_by_groups_runs_apart_by_a_config_field(tmp_path: Path) -> None:
     def run(name: str, seed: int, hyper: bool, v: float) -> Path:
         p = tmp_path / f"{name}.json"
         rows = [{"kind": "direct", "node": "d", "rmse": v}]
-        p.write_text(json.dumps({"name": name, "seed": seed, "commit": "c", "config": {"graph": {"hyperedges": hyper}},
-                                 "metrics": {}, "rows": rows}))
+        p.write_text(json.dumps({"recipe": "t", "name": name, "seed": seed, "config_hash": "h", "commit": "c",
+                                 "config": {"graph": {"hyperedges": hyper}}, "metrics": {}, "rows": rows}))
         return p
 
     paths = [run("a", 0, False, 1.0), run("b", 1, False, 3.0), run("c", 0, True, 5.0)]

@@ -10,7 +10,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,37 +57,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from multiteacher.config import config_hash, load_config
-    from multiteacher.data.registry import resolve_cache_dir, resolve_data_dir
-    from multiteacher.errors import ConfigError
-    from multiteacher.runs import execute_run, load_run_config
+    from multiteacher.runs import run
 
     resume = args.resume is not None
-    if resume:
-        run_dir = Path(args.resume)
-        cfg = load_run_config(run_dir, args.overrides)
-        if args.config:
-            given = load_config(args.config, args.overrides)
-            if config_hash(given) != config_hash(cfg):
-                raise ConfigError(f"--resume {run_dir}: {args.config} differs from the run's saved config.yaml — "
-                                  "resume without CONFIG, or start a new run")
-    else:
-        if not args.config:
-            raise ConfigError("run: give a CONFIG file (e.g. recipes/example-tiny.yaml) or --resume RUN_DIR")
-        cfg = load_config(args.config, args.overrides)
-        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
-    data_dir = resolve_data_dir(args.data_dir)
-    cache_dir = resolve_cache_dir(args.cache_dir)
-    existed = run_dir.exists()
-    try:
-        results = execute_run(cfg, run_dir, data_dir, cache_dir, resume=resume)
-    except UserError:
-        if not resume and not existed and run_dir.exists() and os.environ.get("LOCAL_RANK", "0") == "0":
-            shutil.rmtree(run_dir, ignore_errors=True)  # leave nothing half-made
-        raise
+    run_dir = args.resume if resume else args.run_dir
+    results = run(args.config, run_dir=run_dir, overrides=args.overrides, data_dir=args.data_dir,
+                  cache_dir=args.cache_dir, resume=resume)
     if os.environ.get("LOCAL_RANK", "0") == "0":
-        print(json.dumps(results["metrics"], indent=2, sort_keys=True))
-        print(f"run directory: {run_dir}  (report: {run_dir / 'report.md'})")
+        shown = Path(run_dir) if run_dir else Path("runs") / results.name
+        print(json.dumps(results.metrics, indent=2, sort_keys=True))
+        print(f"run directory: {shown}  (report: {shown / 'report.md'})")
     return 0
 
 
@@ -96,11 +74,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from multiteacher.data.registry import resolve_cache_dir, resolve_data_dir
     from multiteacher.errors import ConfigError
     from multiteacher.io import atomic_write_json
-    from multiteacher.recipes import load_recipe
+    from multiteacher.recipe_registry import load_recipe
     from multiteacher.runs import RunContext, load_run_config
+    from multiteacher.schema import EvalRecord, read_run_info, validated
 
     run_dir = Path(args.run_dir).resolve()
     cfg = load_run_config(run_dir, args.overrides)
+    if (run_dir / "run.json").exists():
+        read_run_info(run_dir)  # a run directory that does not follow the schema is named here, in one line
     recipe = load_recipe(cfg.recipe)
     if not hasattr(recipe, "evaluate"):
         raise ConfigError(f"recipe {cfg.recipe!r} has no evaluate(); nothing to evaluate in {run_dir}")
@@ -108,8 +89,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ctx = RunContext(run_dir=run_dir, data_dir=data_dir, cache_dir=resolve_cache_dir(args.cache_dir), config=cfg)
     metrics = recipe.evaluate(cfg, ctx)
     tag = hashlib.sha256(f"{data_dir}|{sorted(args.overrides)}".encode()).hexdigest()[:8]
-    atomic_write_json(run_dir / "eval" / f"eval-{tag}.json",
-                      {"data_dir": str(data_dir), "overrides": args.overrides, "metrics": metrics})
+    out = run_dir / "eval" / f"eval-{tag}.json"
+    record = {"data_dir": str(data_dir), "overrides": args.overrides, "metrics": metrics}
+    atomic_write_json(out, validated(EvalRecord, record, out))
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 

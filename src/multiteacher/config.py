@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from multiteacher.errors import ConfigError
 
@@ -30,21 +30,97 @@ class StrictModel(BaseModel):
 class FabricConfig(StrictModel):
     """Lightning Fabric settings: where and how the fit loop runs."""
 
-    accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "cpu"
-    devices: int | Literal["auto"] = 1
-    strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"] = "auto"
-    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "32-true"
-    num_nodes: int = Field(1, ge=1)
-    deterministic: bool = True
+    accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = Field(
+        "cpu", description="Device type Fabric trains on ('cpu' keeps runs bit-exact and resumable everywhere).")
+    devices: int | Literal["auto"] = Field(
+        1, description="Number of devices (processes under DDP) per node, or 'auto'.")
+    strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"] = Field(
+        "auto", description="Fabric distribution strategy; 'ddp' on CPU uses the gloo backend.")
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = Field(
+        "32-true", description="Fabric numeric precision of training.")
+    num_nodes: int = Field(1, ge=1, description="Number of machines taking part in a DDP run.")
+    deterministic: bool = Field(
+        True, description="Use deterministic torch kernels (exact on CPU, best effort on GPU).")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class TrackingConfig(StrictModel):
+    """Where metrics go besides `metrics.jsonl`: Fabric's experiment loggers, all off by default.
+
+    Tracking never changes what a run computes, so it is left out of the config hash, and a
+    config with every logger off saves no `tracking` section.
+    """
+
+    tensorboard: bool = Field(
+        False, description="Also log metrics to TensorBoard event files under `<run dir>/tracking/tensorboard/` "
+                            "(needs the `tensorboard` package).")
+    csv: bool = Field(False, description="Also log metrics to `<run dir>/tracking/csv/version_N/metrics.csv` "
+                                         "(Fabric's CSVLogger).")
+    wandb: bool = Field(False, description="Also log metrics to Weights & Biases through Lightning's WandbLogger "
+                                           "(needs the `wandb` and `lightning` packages).")
+    mlflow: bool = Field(False, description="Also log metrics to MLflow through Lightning's MLFlowLogger "
+                                            "(needs the `mlflow` and `lightning` packages).")
+
+    @field_validator("tensorboard")
+    @classmethod
+    def _tensorboard_installed(cls, v: bool) -> bool:
+        if v and not (_importable("tensorboard") or _importable("tensorboardX")):
+            raise ValueError("needs the `tensorboard` package — `pip install tensorboard`, or set it to false")
+        return v
+
+    @field_validator("wandb", "mlflow")
+    @classmethod
+    def _lightning_logger_installed(cls, v: bool, info: ValidationInfo) -> bool:
+        if v:
+            missing = [m for m in (info.field_name, "lightning") if not _importable(str(m))]
+            if missing:
+                raise ValueError(f"needs the package(s) {' and '.join(missing)} — `pip install {' '.join(missing)}`, "
+                                 "or set it to false")
+        return v
+
+    def any_on(self) -> bool:
+        """True when at least one logger is switched on.
+
+        Returns:
+            Whether `RunContext.log` has loggers to feed.
+
+        Example:
+            >>> TrackingConfig(csv=True).any_on()
+            True
+        """
+        return any((self.tensorboard, self.csv, self.wandb, self.mlflow))
 
 
 class RecipeConfig(StrictModel):
-    """Fields every recipe config has; recipes subclass it with their own sections."""
+    """Fields every recipe config has; recipes subclass it with their own sections.
 
-    recipe: str
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    seed: int = Field(0, ge=0)
-    fabric: FabricConfig = FabricConfig()
+    Example:
+        >>> class Config(RecipeConfig):
+        ...     recipe: str = "mypkg.my_recipe"
+        ...     lr: float = Field(1e-3, gt=0, description="Learning rate.")
+        >>> Config(name="demo").seed
+        0
+    """
+
+    recipe: str = Field(..., description="Which recipe runs: a registered name (example, ngc, mst, rerank, or one "
+                                         "registered in the `multiteacher.recipes` entry point group) or a dotted "
+                                         "module path that declares `Config` and `run` (e.g. mypkg.my_recipe).")
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$",
+                      description="Run name: the default run directory is `runs/<name>`.")
+    seed: int = Field(0, ge=0, description="Seed for Python, NumPy and torch; runs differing only in it are "
+                                           "aggregated as repeats.")
+    fabric: FabricConfig = Field(FabricConfig(), description="Lightning Fabric settings (devices, strategy, "
+                                                             "precision).")
+    tracking: TrackingConfig = Field(TrackingConfig(), description="Experiment loggers that also receive the "
+                                                                   "metrics (TensorBoard, CSV, W&B, MLflow).")
 
 
 # --------------------------------------------------------------------------------------- loading
@@ -113,7 +189,7 @@ def build_config(
 ) -> RecipeConfig:
     """Validate a raw mapping against its recipe's `Config`; raise one-line ConfigError on failure."""
     if recipe_module is None:
-        from multiteacher.recipes import load_recipe
+        from multiteacher.recipe_registry import load_recipe
 
         if "recipe" not in data:
             raise ConfigError(f"{source}: missing field 'recipe' — add e.g. `recipe: example`")
@@ -150,7 +226,8 @@ def _format_validation_error(err: ValidationError, model_cls: type[BaseModel], s
         return f"{source}: {first['msg'].removeprefix('Value error, ')}{more}"
     got = first.get("input")
     got_s = repr(got) if not isinstance(got, dict) else "a mapping"
-    return f"{source}: field '{dotted}' = {got_s}: {first['msg']}{more}"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{source}: field '{dotted}' = {got_s}: {msg}{more}"
 
 
 def _fields_at(model_cls: type[BaseModel], loc: list[str]) -> list[str]:
@@ -180,13 +257,47 @@ def _model_in(annotation: Any) -> Any:
 
 
 def config_dict(cfg: BaseModel) -> dict[str, Any]:
-    """Plain JSON-able dict of a config."""
-    return json.loads(cfg.model_dump_json())
+    """Plain JSON-able dict of a config (what `config.yaml` and results.json's `config` hold).
+
+    A `tracking` section with every logger off is left out: it does not change what a run
+    computes, and leaving it out keeps saved configs of runs without tracking unchanged.
+
+    Args:
+        cfg: a validated config.
+
+    Returns:
+        The config as nested dicts, lists and JSON scalars.
+
+    Example:
+        >>> config_dict(FabricConfig())["accelerator"]
+        'cpu'
+    """
+    d = json.loads(cfg.model_dump_json())
+    tracking = getattr(cfg, "tracking", None)
+    if isinstance(tracking, TrackingConfig) and not tracking.any_on():
+        d.pop("tracking", None)
+    return d
 
 
 def config_hash(cfg: BaseModel, exclude_seed: bool = False) -> str:
-    """Short SHA-256 of the canonical JSON of a resolved config (seed optionally excluded)."""
+    """Short SHA-256 of the canonical JSON of a resolved config (seed optionally excluded).
+
+    The `tracking` section is never hashed: switching a logger on must not make a run "another
+    run" (nor make `--resume` refuse it).
+
+    Args:
+        cfg: a validated config.
+        exclude_seed: leave `seed` out (runs that are repeats of one setting share this hash).
+
+    Returns:
+        16 hex digits.
+
+    Example:
+        >>> len(config_hash(FabricConfig()))
+        16
+    """
     d = config_dict(cfg)
+    d.pop("tracking", None)
     if exclude_seed:
         d.pop("seed", None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -51,7 +51,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomically write `obj` as pretty, key-sorted JSON."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
 def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
@@ -75,7 +75,26 @@ def atomic_savefig(fig: Any, path: str | os.PathLike[str], dpi: int = 90) -> Pat
     return Path(path)
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """`json.dumps(default=...)` hook: numpy/torch scalars via `.item()`, paths as strings.
+
+    Why: results, stages and metrics hold values straight from tensors and arrays; this turns them
+    into plain JSON numbers instead of failing.
+
+    Args:
+        o: the object `json` could not serialise.
+
+    Returns:
+        A JSON-able equivalent.
+
+    Raises:
+        TypeError: for anything else (as `json` expects).
+
+    Example:
+        >>> import json, numpy as np
+        >>> json.dumps({"acc": np.float32(0.5)}, default=json_default)
+        '{"acc": 0.5}'
+    """
     if hasattr(o, "item"):
         return o.item()
     if isinstance(o, Path):
@@ -104,3 +123,31 @@ def clean_temp_files(root: str | os.PathLike[str]) -> int:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
     return len(files)
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Records of a `metrics.jsonl` file; a torn last line (a run killed mid-write) is skipped.
+
+    Why here: both the run context (which truncates the log on resume) and the report (which plots
+    it) read this file; keeping the reader in `io` avoids an import cycle between them.
+
+    Args:
+        path: the `metrics.jsonl` file (missing means no records).
+
+    Returns:
+        One dict per complete line, in file order.
+
+    Example:
+        >>> read_metrics("runs/example-tiny/metrics.jsonl")[0]["fit"]  # doctest: +SKIP
+        'teacher'
+    """
+    path = Path(path)
+    out: list[dict[str, Any]] = []
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

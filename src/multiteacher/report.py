@@ -9,7 +9,6 @@ every numeric field; `update_readme` pastes a generated table between
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
@@ -17,23 +16,31 @@ from pathlib import Path
 from typing import Any
 
 from multiteacher.errors import DataError
-from multiteacher.io import atomic_savefig, atomic_write_text
+from multiteacher.io import atomic_savefig, atomic_write_text, read_metrics
+from multiteacher.schema import read_results
 
 AGGREGATED_OVER = ("seed", "fold")
 
 
 def load_results(paths: list[Path]) -> list[dict[str, Any]]:
-    """Read results.json files (a run directory stands for its results.json)."""
-    out = []
-    for p in paths:
-        f = p / "results.json" if p.is_dir() else p
-        if not f.exists():
-            raise DataError(f"{f}: no results.json — the run has not finished (resume it with --resume)")
-        try:
-            out.append(json.loads(f.read_text()))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{f}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    return out
+    """Read and validate results.json files (a run directory stands for its results.json).
+
+    Args:
+        paths: run directories or results.json files.
+
+    Returns:
+        One dict per file, following `multiteacher.schema.RunResults` (defaults filled in, recipe
+        keys kept).
+
+    Raises:
+        DataError: a missing or invalid file, or one that does not follow the schema (one line
+            naming the file and the fields).
+
+    Example:
+        >>> [r["name"] for r in load_results([Path("results/example/s0")])]  # doctest: +SKIP
+        ['example-s0']
+    """
+    return [read_results(p).model_dump() for p in paths]
 
 
 def mean_std(values: list[float]) -> tuple[float, float, int]:
@@ -175,8 +182,6 @@ def plot_metrics(run_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from multiteacher.runs import read_metrics
-
     records = read_metrics(run_dir / "metrics.jsonl")
     by_fit: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
@@ -208,14 +213,34 @@ def plot_metrics(run_dir: Path) -> list[Path]:
     return out
 
 
-def write_run_report(run_dir: Path) -> Path:
-    """report.md (metrics, aggregated rows, plots) for one finished run."""
+def write_run_report(run_dir: str | Path) -> Path:
+    """Write `report.md` (metrics, aggregated rows, plots of metrics.jsonl) for one finished run.
+
+    Works on any run directory whose `results.json` follows `multiteacher.schema.RunResults` —
+    made by the CLI, by `multiteacher.runs.run`, or by a script through `RunContext.finish`.
+
+    Args:
+        run_dir: the run directory.
+
+    Returns:
+        The path of `report.md`.
+
+    Raises:
+        DataError: no results.json, or one that does not follow the schema (one line naming the
+            file and the fields).
+
+    Example:
+        >>> write_run_report("results/example/s0").name  # doctest: +SKIP
+        'report.md'
+    """
+    run_dir = Path(run_dir)
     res = load_results([run_dir])[0]
     plots = plot_metrics(run_dir)
+    wall = f"{res['wall_time_s']:.1f} s" if res["wall_time_s"] is not None else "n/a"
     lines = [f"# Run `{res['name']}` ({res['recipe']})", "",
              f"- seed: {res['seed']}; config hash: `{res['config_hash']}`; commit: `{res['commit']}`",
-             f"- wall time: {res['wall_time_s']:.1f} s (last session; sessions: {res['sessions']});"
-             f" processes: {res.get('world_size', 1)}", "", "## Metrics", ""]
+             f"- wall time: {wall} (last session; sessions: {res['sessions']});"
+             f" processes: {res['world_size']}", "", "## Metrics", ""]
     if res.get("metrics"):
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" if _is_number(v) else f"| {k} | {v} |" for k, v in res["metrics"].items()]

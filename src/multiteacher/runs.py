@@ -1,9 +1,12 @@
-"""Run directories and the context a recipe runs in.
+"""Run directories and the context a recipe (or your own script) runs in.
 
 `runs/<name>/` holds: `config.yaml` (resolved), `run.json` (config hash, recipe, sessions),
 `metrics.jsonl` (one JSON record per line), `stages/*.json` (finished stages), `checkpoints/`,
-`results.json`, `report.md` and `plots/`. Only rank 0 writes. `execute_run` is the whole
-lifecycle: create or resume, run the recipe, write results and the report.
+`results.json`, `report.md`, `plots/` and, when switched on, `tracking/` (TensorBoard / CSV logs).
+Only rank 0 writes. `run` (and `execute_run`, its core) is the whole lifecycle of a recipe run:
+create or resume, run the recipe, write results and the report. A script without a recipe uses
+`RunContext.create(...)`, calls `fit(ctx, ...)`, and ends with `ctx.finish(metrics, rows)`.
+`results.json` and `run.json` follow `multiteacher.schema`.
 """
 
 from __future__ import annotations
@@ -11,35 +14,61 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from multiteacher import __version__
-from multiteacher.config import RecipeConfig, build_config, config_dict, config_hash, config_yaml, load_yaml
+from multiteacher.config import (
+    FabricConfig,
+    RecipeConfig,
+    TrackingConfig,
+    apply_overrides,
+    build_config,
+    config_dict,
+    config_hash,
+    config_yaml,
+    load_config,
+    load_yaml,
+)
 from multiteacher.engine.setup import make_fabric, rng_state, seed_everything, set_rng_state
-from multiteacher.errors import ConfigError
+from multiteacher.errors import ConfigError, UserError
 from multiteacher.io import (
     TMP_MARK,
-    _json_default,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
     clean_temp_files,
+    json_default,
+    read_metrics,
 )
 from multiteacher.killpoints import killpoint
+from multiteacher.schema import RunInfo, RunResults, read_run_info, validated
 
 VOLATILE_RESULT_KEYS = ("wall_time_s", "timings", "finished_at", "sessions", "versions", "commit")
+TRACKING_DIR = "tracking"
 
 
 @dataclass
 class RunContext:
-    """Everything a recipe needs: where to read and write, the config, Fabric, logging, stages."""
+    """Everything a recipe needs: where to read and write, the config, Fabric, logging, stages.
+
+    A recipe gets one from `run` / `execute_run`; a script makes one with `RunContext.create` and
+    ends it with `finish`. `log` appends to `metrics.jsonl` and, when the config's `tracking`
+    switches them on, to Fabric's experiment loggers (TensorBoard, CSV, W&B, MLflow).
+
+    Example:
+        >>> ctx = RunContext.create("runs/my-script", seed=0)  # doctest: +SKIP
+        >>> fit(ctx, "student", model, train, step_fn, FitConfig(max_steps=100))  # doctest: +SKIP
+        >>> ctx.finish(metrics={"acc": 0.9})  # doctest: +SKIP
+    """
 
     run_dir: Path
     data_dir: Path
@@ -49,20 +78,117 @@ class RunContext:
     resumed: bool = False
     _log_file: Path = field(init=False)
     _log_handle: Any = field(init=False, default=None, repr=False)  # kept open: one open() per record cost ~70 µs
+    _loggers: list[Any] | None = field(init=False, default=None, repr=False)  # built on the first log (rank 0)
+    _started: float = field(init=False, default=0.0, repr=False)
+    _sessions: int = field(init=False, default=1, repr=False)
 
     def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
         self._log_file = self.run_dir / "metrics.jsonl"
+        self._started = time.perf_counter()
         if self.fabric is None:
             from lightning_fabric import Fabric
 
             self.fabric = Fabric(accelerator="cpu", devices=1)
 
+    # ----------------------------------------------------------------------------- construction
+
+    @classmethod
+    def create(
+        cls,
+        run_dir: str | os.PathLike[str],
+        seed: int = 0,
+        *,
+        name: str | None = None,
+        recipe: str = "script",
+        data_dir: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        accelerator: str = "cpu",
+        devices: int | str = 1,
+        precision: str = "32-true",
+        tracking: TrackingConfig | dict[str, bool] | None = None,
+        config: RecipeConfig | None = None,
+        resume: bool = False,
+    ) -> RunContext:
+        """One call for scripts: run directory, `config.yaml` + `run.json`, Fabric and seeding.
+
+        Why: `fit(ctx, ...)`, `ctx.stage(...)` and `ctx.log(...)` need a context; a script using the
+        engine without a recipe gets the same run directory, resume and reports as `multiteacher run`.
+
+        Args:
+            run_dir: the run directory (created; refused if it exists and is not empty, unless `resume`).
+            seed: seeds Python, NumPy and torch (ignored when `config` is given: its seed is used).
+            name: the run's name (default: the directory's name, made filesystem-safe).
+            recipe: what `results.json` names as the recipe (default `"script"`).
+            data_dir: data directory (default: `$MULTITEACHER_DATA`, else a user cache dir).
+            cache_dir: cache directory (default: `$MULTITEACHER_CACHE`, else a user cache dir).
+            accelerator: Fabric accelerator (`cpu`, `cuda`, `auto`, ...).
+            devices: devices per node (or `"auto"`).
+            precision: Fabric precision (`32-true`, `bf16-mixed`, ...).
+            tracking: loggers to switch on, e.g. `{"tensorboard": True}`.
+            config: a full config instead of the arguments above (its seed, name and Fabric settings win).
+            resume: continue an existing run directory (a killed `fit` resumes from its checkpoint).
+
+        Returns:
+            A context with Fabric launched and every RNG seeded; call `finish` at the end.
+
+        Raises:
+            ConfigError: a non-empty run directory without `resume`, or invalid settings.
+
+        Example:
+            >>> ctx = RunContext.create(tmp_path / "run", seed=1)  # doctest: +SKIP
+            >>> ctx.seed  # doctest: +SKIP
+            1
+        """
+        from multiteacher.data.registry import resolve_cache_dir, resolve_data_dir
+
+        run_dir = Path(run_dir).expanduser().resolve()
+        if config is None:
+            import re
+
+            try:
+                config = RecipeConfig(
+                    recipe=recipe, seed=seed, name=name or re.sub(r"[^A-Za-z0-9_.\-]", "_", run_dir.name) or "run",
+                    fabric=FabricConfig(accelerator=accelerator, devices=devices, precision=precision),  # type: ignore[arg-type]
+                    tracking=TrackingConfig.model_validate(tracking or {}))
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ConfigError(f"RunContext.create: {where}: {first['msg']}") from None
+        return cls._start(config, run_dir, resolve_data_dir(data_dir), resolve_cache_dir(cache_dir), resume)
+
+    @classmethod
+    def _start(cls, cfg: RecipeConfig, run_dir: Path, data_dir: Path, cache_dir: Path, resume: bool,
+               fabric: Any = None) -> RunContext:
+        """Fabric, run directory (new or resumed), run.json, seeding: what precedes a recipe's `run`."""
+        run_dir = Path(run_dir).resolve()
+        if fabric is None:
+            fabric = make_fabric(cfg.fabric)
+        if fabric.global_rank == 0:
+            prepare_run_dir(cfg, run_dir, resume)
+            if resume:
+                clean_temp_files(run_dir)
+        fabric.barrier()
+        meta_path = run_dir / "run.json"
+        meta = read_run_info(run_dir).model_dump() if meta_path.exists() else {"sessions": 0}
+        meta.update(recipe=cfg.recipe, name=cfg.name, config_hash=config_hash(cfg), sessions=meta["sessions"] + 1)
+        if fabric.global_rank == 0:
+            atomic_write_json(meta_path, validated(RunInfo, meta, meta_path))
+        seed_everything(cfg.seed)
+        ctx = cls(run_dir=run_dir, data_dir=data_dir, cache_dir=cache_dir, config=cfg, fabric=fabric, resumed=resume)
+        ctx._sessions = meta["sessions"]
+        return ctx
+
+    # ------------------------------------------------------------------------------ properties
+
     @property
     def seed(self) -> int:
+        """The config's seed."""
         return self.config.seed
 
     @property
     def is_main(self) -> bool:
+        """True on the process that writes files (global rank 0)."""
         return self.fabric.global_rank == 0
 
     def path(self, *rel: str) -> Path:
@@ -71,15 +197,33 @@ class RunContext:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
+    # --------------------------------------------------------------------------------- logging
+
     def log(self, metrics: dict[str, Any], step: int | None = None, sync: bool = True, **tags: Any) -> None:
-        """Append one record to metrics.jsonl (rank 0). `sync=False` skips the fsync (a SIGKILL
-        still loses nothing written); the fit loop uses it for per-step records and calls
-        `sync_log()` before each checkpoint, so the log is durable whenever a checkpoint is."""
+        """Append one record to metrics.jsonl (rank 0), and send its numbers to the tracking loggers.
+
+        `sync=False` skips the fsync (a SIGKILL still loses nothing written); the fit loop uses it
+        for per-step records and calls `sync_log()` before each checkpoint, so the log is durable
+        whenever a checkpoint is. Tracking loggers get each numeric value under the tag values
+        joined by `/` (`fit="teacher"` -> `teacher/train/loss`).
+
+        Args:
+            metrics: `{name: value}`; tensors and numbers are stored as floats.
+            step: the step the values belong to (kept in the record).
+            sync: fsync the file after writing.
+            **tags: extra fields of the record (e.g. `fit="teacher"`).
+
+        Returns:
+            None.
+
+        Example:
+            >>> ctx.log({"val/acc": 0.91}, step=100, fit="student")  # doctest: +SKIP
+        """
         if not self.is_main:
             return
-        rec = {**tags, **({"step": step} if step is not None else {}),
-               **{k: (v if type(v) is float else float(v) if isinstance(v, int | float) or torch.is_tensor(v) else v)
-                  for k, v in metrics.items()}}
+        values = {k: (v if type(v) is float else float(v) if isinstance(v, int | float) or torch.is_tensor(v) else v)
+                  for k, v in metrics.items()}
+        rec = {**tags, **({"step": step} if step is not None else {}), **values}
         f = self._log_handle
         if f is None or f.closed:
             f = self._log_handle = open(self._log_file, "a")  # noqa: SIM115 — closed by truncate_log / close_log
@@ -87,12 +231,33 @@ class RunContext:
         f.flush()  # in the kernel now: a SIGKILL loses nothing written
         if sync:
             os.fsync(f.fileno())
+        self._track(values, step, tags)
+
+    def _track(self, values: dict[str, Any], step: int | None, tags: dict[str, Any]) -> None:
+        tracking = getattr(self.config, "tracking", None)
+        if tracking is None or not tracking.any_on():
+            return
+        if self._loggers is None:
+            self._loggers = make_loggers(tracking, self.run_dir / TRACKING_DIR, self.config.name)
+        prefix = "/".join(str(v) for v in tags.values())
+        numbers = {f"{prefix}/{k}" if prefix else k: float(v) for k, v in values.items()
+                   if isinstance(v, int | float) and not isinstance(v, bool)}
+        if numbers:
+            for logger in self._loggers:
+                logger.log_metrics(numbers, step=step)
 
     def close_log(self) -> None:
         """Close the metrics.jsonl handle (reopened by the next `log`)."""
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
+
+    def close(self) -> None:
+        """Close metrics.jsonl and flush / finalize the tracking loggers (end of a session)."""
+        self.close_log()
+        for logger in self._loggers or []:
+            logger.finalize("success")
+        self._loggers = None
 
     def sync_log(self) -> None:
         """fsync metrics.jsonl (called before checkpoints)."""
@@ -112,6 +277,8 @@ class RunContext:
                 if not (r.get("fit") == fit and r.get("step", -1) > after_step)]
         atomic_write_text(self._log_file, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
 
+    # ---------------------------------------------------------------------------------- stages
+
     def stage(self, name: str, fn: Callable[[], Any]) -> Any:
         """Run `fn()` once: its JSON-able result (and the RNG state after it) is stored under
         `stages/`, and a resumed run returns the stored result instead of running it again."""
@@ -124,7 +291,7 @@ class RunContext:
             return json.loads(result_path.read_text())["result"]
         # Return the stored (JSON, key-sorted) form in this session too: a resumed run gets exactly
         # that form from disk, so code iterating a stage's dict sees the same order in both.
-        result = json.loads(json.dumps(fn(), sort_keys=True, default=_json_default))
+        result = json.loads(json.dumps(fn(), sort_keys=True, default=json_default))
         if self.is_main:
             atomic_torch_save(rng_path, rng_state())
             atomic_write_json(result_path, {"stage": name, "result": result})
@@ -132,18 +299,102 @@ class RunContext:
         killpoint(f"stage/{name.split('/')[0]}")
         return result
 
+    # ---------------------------------------------------------------------------------- finish
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Records of a metrics.jsonl; a torn last line (killed mid-write) is ignored."""
-    out = []
-    if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    def finish(self, metrics: dict[str, Any] | None = None, rows: list[dict[str, Any]] | None = None,
+               timings: dict[str, Any] | None = None, report: bool = True) -> RunResults:
+        """Write `results.json` (validated against `RunResults`) and `report.md`; close the logs.
+
+        Why: a script's run directory then looks like a recipe's, so `multiteacher report` and
+        `write_run_report` work on it.
+
+        Args:
+            metrics: headline metrics `{name: value}`.
+            rows: result rows (what `multiteacher report` aggregates over runs).
+            timings: wall-clock measurements (ignored when runs are compared).
+            report: also write `report.md` and `plots/`.
+
+        Returns:
+            The results as written.
+
+        Example:
+            >>> ctx.finish(metrics={"acc": 0.9}, rows=[{"model": "student", "acc": 0.9}]).metrics  # doctest: +SKIP
+            {'acc': 0.9}
+        """
+        results = self._write_results({"metrics": metrics or {}, "rows": rows or [], "timings": timings or {}},
+                                       report=report)
+        return RunResults.model_validate(results)
+
+    def _write_results(self, out: dict[str, Any], report: bool = True) -> dict[str, Any]:
+        from multiteacher.report import write_run_report
+
+        self.close()
+        cfg = self.config
+        results = {
+            "recipe": cfg.recipe,
+            "name": cfg.name,
+            "seed": cfg.seed,
+            "config_hash": config_hash(cfg),
+            "config_hash_without_seed": config_hash(cfg, exclude_seed=True),
+            "world_size": self.fabric.world_size,
+            "metrics": out.get("metrics", {}),
+            "rows": out.get("rows", []),
+            "timings": out.get("timings", {}),
+            "commit": git_commit(),
+            "sessions": self._sessions,
+            "wall_time_s": round(time.perf_counter() - self._started, 3),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "versions": {"multiteacher": __version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "config": config_dict(cfg),
+        }
+        path = self.run_dir / "results.json"
+        validated(RunResults, results, path)
+        if self.is_main:
+            killpoint("run/before_results")
+            atomic_write_json(path, results)
+            if report:
+                write_run_report(self.run_dir)
+        self.fabric.barrier()
+        return results
+
+
+def make_loggers(tracking: TrackingConfig, root: Path, name: str) -> list[Any]:
+    """Fabric experiment loggers for the switched-on entries of a `tracking` config section.
+
+    Each session of a run writes a new `version_N` under `root/<logger>/` (a resumed run keeps
+    the earlier sessions' logs).
+
+    Args:
+        tracking: which loggers.
+        root: where local loggers write (`<run dir>/tracking`).
+        name: the run's name (W&B / MLflow run name).
+
+    Returns:
+        Logger objects with `log_metrics(metrics, step)` and `finalize(status)`.
+
+    Example:
+        >>> [type(lg).__name__ for lg in make_loggers(TrackingConfig(csv=True), tmp_path, "r")]  # doctest: +SKIP
+        ['CSVLogger']
+    """
+    loggers: list[Any] = []
+    if tracking.tensorboard:
+        from lightning_fabric.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(root_dir=root, name="tensorboard"))
+    if tracking.csv:
+        from lightning_fabric.loggers import CSVLogger
+
+        loggers.append(CSVLogger(root_dir=root, name="csv", flush_logs_every_n_steps=1))
+    if tracking.wandb:
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(name=name, save_dir=str(root)))
+    if tracking.mlflow:
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        loggers.append(MLFlowLogger(run_name=name, save_dir=str(root / "mlruns")))
+    return loggers
 
 
 def git_commit() -> str:
@@ -184,9 +435,7 @@ def prepare_run_dir(cfg: RecipeConfig, run_dir: Path, resume: bool) -> None:
 
 def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> RecipeConfig:
     """The resolved config saved in a run directory (with optional `--set` overrides)."""
-    from multiteacher.config import apply_overrides
-
-    path = run_dir / "config.yaml"
+    path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise ConfigError(f"{run_dir}: no config.yaml — pass a run directory made by `multiteacher run`")
     return build_config(apply_overrides(load_yaml(path), overrides), source=str(path))
@@ -194,52 +443,102 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> Recipe
 
 def execute_run(cfg: RecipeConfig, run_dir: Path, data_dir: Path, cache_dir: Path, resume: bool = False,
                 fabric: Any = None) -> dict[str, Any]:
-    """Run a recipe end to end: run dir, seeding, Fabric, recipe, results.json, report."""
-    from multiteacher.recipes import load_recipe
-    from multiteacher.report import write_run_report
+    """Run a recipe end to end: run dir, seeding, Fabric, recipe, results.json, report.
+
+    Args:
+        cfg: a validated config (its `recipe` names the recipe module).
+        run_dir: the run directory.
+        data_dir: the data directory the recipe reads.
+        cache_dir: where derived data (teacher outputs, renders) go.
+        resume: continue a killed run in `run_dir`.
+        fabric: an already launched Fabric (default: built from `cfg.fabric`).
+
+    Returns:
+        The results dict written to `results.json` (follows `multiteacher.schema.RunResults`).
+
+    Example:
+        >>> res = execute_run(load_config("recipes/example-tiny.yaml"), Path("runs/t"), data, cache)  # doctest: +SKIP
+    """
+    from multiteacher.recipe_registry import load_recipe
 
     recipe = load_recipe(cfg.recipe)
-    run_dir = run_dir.resolve()
-    if fabric is None:
-        fabric = make_fabric(cfg.fabric)
-    if fabric.global_rank == 0:
-        prepare_run_dir(cfg, run_dir, resume)
-        if resume:
-            clean_temp_files(run_dir)
-    fabric.barrier()
-    meta_path = run_dir / "run.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"sessions": 0}
-    meta.update(recipe=cfg.recipe, name=cfg.name, config_hash=config_hash(cfg), sessions=meta["sessions"] + 1)
-    if fabric.global_rank == 0:
-        atomic_write_json(meta_path, meta)
-    seed_everything(cfg.seed)
-    ctx = RunContext(run_dir=run_dir, data_dir=data_dir, cache_dir=cache_dir, config=cfg, fabric=fabric,
-                     resumed=resume)
-    started = time.perf_counter()
+    ctx = RunContext._start(cfg, Path(run_dir), data_dir, cache_dir, resume, fabric)
     try:
         out = recipe.run(cfg, ctx)
     finally:
-        ctx.close_log()
-    results = {
-        "recipe": cfg.recipe,
-        "name": cfg.name,
-        "seed": cfg.seed,
-        "config_hash": config_hash(cfg),
-        "config_hash_without_seed": config_hash(cfg, exclude_seed=True),
-        "world_size": fabric.world_size,
-        "metrics": out.get("metrics", {}),
-        "rows": out.get("rows", []),
-        "timings": out.get("timings", {}),
-        "commit": git_commit(),
-        "sessions": meta["sessions"],
-        "wall_time_s": round(time.perf_counter() - started, 3),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": {"multiteacher": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "config": config_dict(cfg),
-    }
-    if fabric.global_rank == 0:
-        killpoint("run/before_results")
-        atomic_write_json(run_dir / "results.json", results)
-        write_run_report(run_dir)
-    fabric.barrier()
-    return results
+        ctx.close()
+    if not isinstance(out, dict):
+        raise ConfigError(f"recipe {cfg.recipe!r}: run() returned {type(out).__name__}, expected a dict with "
+                          "'metrics' (and optionally 'rows', 'timings')")
+    return ctx._write_results(out)
+
+
+def run(
+    config: str | os.PathLike[str] | RecipeConfig | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+) -> RunResults:
+    """Run a recipe config end to end — what `multiteacher run` does — and return its results.
+
+    Why: scripts and notebooks run recipes (built-in or their own) without a shell, with the same
+    run directory, resume and report as the CLI.
+
+    Args:
+        config: a recipe YAML path or a `RecipeConfig`; may be None with `resume` (the run's saved
+            config is used; when given it must equal the saved one).
+        run_dir: the run directory (default `runs/<name>`; required with `resume`).
+        overrides: `KEY=VALUE` overrides like `--set` (`["fit.lr=1e-3", "seed=2"]`).
+        data_dir: data directory (default: `$MULTITEACHER_DATA`, else a user cache dir).
+        cache_dir: cache directory (default: `$MULTITEACHER_CACHE`, else a user cache dir).
+        resume: continue the killed (or finished) run in `run_dir`.
+
+    Returns:
+        The validated `results.json` (`RunResults`; `.metrics`, `.rows`, `.model_dump()`).
+
+    Raises:
+        ConfigError / DataError: a bad config, run directory or data; a new run directory that
+            failed this way is removed.
+
+    Example:
+        >>> import multiteacher as mt
+        >>> res = mt.run("recipes/example-tiny.yaml", run_dir="runs/demo", overrides=["seed=1"])  # doctest: +SKIP
+        >>> res.metrics["student_kd/test_acc"]  # doctest: +SKIP
+        0.9
+    """
+    from multiteacher.data.registry import resolve_cache_dir, resolve_data_dir
+
+    overrides = list(overrides)
+    given = _as_config(config, overrides) if config is not None else None
+    if resume:
+        if run_dir is None:
+            raise ConfigError("run(resume=True) needs run_dir: the run directory to continue")
+        path = Path(run_dir)
+        cfg = load_run_config(path, overrides)
+        if given is not None and config_hash(given) != config_hash(cfg):
+            raise ConfigError(f"--resume {path}: {config if not isinstance(config, RecipeConfig) else 'the config'} "
+                              "differs from the run's saved config.yaml — resume without CONFIG, or start a new run")
+    else:
+        if given is None:
+            raise ConfigError("run: give a CONFIG file (e.g. recipes/example-tiny.yaml) or --resume RUN_DIR")
+        cfg = given
+        path = Path(run_dir) if run_dir is not None else Path("runs") / cfg.name
+    data, cache = resolve_data_dir(data_dir), resolve_cache_dir(cache_dir)
+    existed = path.exists()
+    try:
+        results = execute_run(cfg, path, data, cache, resume=resume)
+    except UserError:
+        if not resume and not existed and path.exists() and os.environ.get("LOCAL_RANK", "0") == "0":
+            shutil.rmtree(path, ignore_errors=True)  # leave nothing half-made
+        raise
+    return RunResults.model_validate(results)
+
+
+def _as_config(config: str | os.PathLike[str] | RecipeConfig, overrides: list[str]) -> RecipeConfig:
+    if isinstance(config, RecipeConfig):
+        if not overrides:
+            return config
+        return build_config(apply_overrides(config_dict(config), overrides), source="config")
+    return load_config(config, overrides)
