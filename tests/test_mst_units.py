@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
 
 from multiteacher.config import build_config, load_config
 from multiteacher.errors import ConfigError
-from multiteacher.losses.kd import kd_kl
+from multiteacher.losses.kd import kd_kl, mutual_kd
 from multiteacher.recipes import mst
-from multiteacher.recipes.mst import stages
+from multiteacher.recipes.mst.cotrain import Trio
+from multiteacher.recipes.mst.evaluation import scores
 from multiteacher.recipes.mst.masknets import MaskNet1d, MaskNet2d, default_hidden, masknet_for
 from multiteacher.recipes.mst.models import build
+from multiteacher.recipes.mst.routed import BALANCE, loss_weights
+from multiteacher.recipes.mst.specialise import masked_teachers
 from tests.conftest import REPO
 
 
@@ -37,27 +42,47 @@ def test_models_forward_and_hook_paths() -> None:
     assert {"net.concat", "net.fc1", "net.image.conv3", "net.audio.fc1"} <= set(names)
 
 
-def _trio() -> stages.Trio:
+def _trio() -> Trio:
     torch.manual_seed(0)
-    return stages.Trio(build("fusion", width=4, embed=8), build("audio", width=4, embed=8),
+    return Trio(build("fusion", width=4, embed=8), build("audio", width=4, embed=8),
                        build("image", width=4, embed=8)).eval()
+
+
+class _Const(nn.Module):
+    """A stand-in MaskNet: a constant per-channel mask."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.full(h.shape[:2], self.value)
 
 
 def test_masked_teachers_apply_their_own_mask_only() -> None:
     trio = _trio()
     batch = {"image": torch.randn(3, 1, 28, 28), "audio": torch.randn(3, 1, 64, 64)}
-    zero = lambda h: torch.zeros(h.shape[:2])  # noqa: E731
-    one = lambda h: torch.ones(h.shape[:2])  # noqa: E731
-    ts = [stages.MaskedTeacher("a", trio.mm, "net.fc1", one),
-          stages.MaskedTeacher("b", trio.mm, "net.concat", zero)]
+    plan = SimpleNamespace(mm_layers=["net.fc1", "net.concat"], cross_layers=["net.fc1"])
+    masks = nn.ModuleList([_Const(1.0), _Const(0.0), _Const(0.5)])
     with torch.no_grad():
         plain = trio.mm(batch)
-        outs = stages.teacher_logits(ts, batch)
-        cum = stages.teacher_logits(list(reversed(ts)), batch, cumulative=True)
+        outs = [t.predict(batch) for t in masked_teachers(trio, plan, masks)]
+        cum = [t.predict(batch) for t in masked_teachers(trio, plan, masks, cumulative=True)]
+        cross_plain = trio.cross(batch)
+    assert [t.name for t in masked_teachers(trio, plan, masks)] == ["mm@fc1", "mm@concat", "cross@fc1"]
     torch.testing.assert_close(outs[0], plain)  # an all-ones mask changes nothing
     assert not torch.allclose(outs[1], plain)
-    # cumulative (official stage-3 quirk): the second teacher still has the first one's zero mask
+    # a zero mask on the concatenated embeddings: the output is what fc1 and head make of zeros
+    zeros = trio.mm.net.head(trio.mm.net.fc1(torch.zeros(3, 16)))
+    torch.testing.assert_close(outs[1], zeros)
+    assert not torch.allclose(outs[2], cross_plain)  # the 0.5 mask on cross fc1 acts
+    # cumulative (official stage-3 quirk): the second mm teacher still has the first one's mask,
+    # and the cross teacher carries only its own
     torch.testing.assert_close(cum[1], outs[1])
+    torch.testing.assert_close(cum[2], outs[2])
+    plain_teachers = masked_teachers(trio, plan, None)
+    assert [t.name for t in plain_teachers] == ["mm", "cross"]
+    torch.testing.assert_close(plain_teachers[0].predict(batch), plain)
     assert all(len(m._forward_hooks) == 0 for m in trio.modules())
 
 
@@ -66,9 +91,9 @@ def test_official_balance_loss_matches_kldivloss() -> None:
     probs = torch.randn(16, 4).softmax(-1)
     pbar = probs.mean(0)
     ref = nn.KLDivLoss(reduction="batchmean")(pbar.log(), torch.full((4,), 0.25))
-    torch.testing.assert_close(stages.balance_loss(probs, "official"), ref)
-    assert float(stages.balance_loss(torch.full((8, 4), 0.25), "official")) == pytest.approx(0.0, abs=1e-7)
-    assert float(stages.balance_loss(probs, "kl")) >= 0 and float(stages.balance_loss(probs, "cv")) >= 0
+    torch.testing.assert_close(BALANCE["official"](probs), ref)
+    assert float(BALANCE["official"](torch.full((8, 4), 0.25))) == pytest.approx(0.0, abs=1e-7)
+    assert float(BALANCE["kl"](probs)) >= 0 and float(BALANCE["cv"](probs)) >= 0
 
 
 def test_loss_weight_schedule_follows_official_decay() -> None:
@@ -79,7 +104,7 @@ def test_loss_weight_schedule_follows_official_decay() -> None:
     # official: after epoch e, w_lb *= 0.9 if e % 10 == 0; w_kl *= 0.5 if e % 30 == 0
     w_kl, w_lb = 1.0, 1.0
     for e in range(65):
-        assert stages.loss_weights(plan, e) == pytest.approx((w_kl, w_lb))
+        assert loss_weights(plan, e) == pytest.approx((w_kl, w_lb))
         w_lb *= 0.9 if e % 10 == 0 else 1
         w_kl *= 0.5 if e % 30 == 0 else 1
 
@@ -111,7 +136,7 @@ def test_summary_table_paired_tests(tmp_path) -> None:
     line = next(ln for ln in text.splitlines() if ln.startswith("| mst |"))
     assert "0.620 ± 0.020" in line and "+0.110" in line and line.endswith("| 3 |")
     assert "mst: x 0.70, y 0.30" in text
-    mm = stages.scores(torch.randn(2, 9, 4, 4), torch.randint(0, 9, (2, 4, 4)))
+    mm = scores(torch.randn(2, 9, 4, 4), torch.randint(0, 9, (2, 4, 4)))
     assert set(mm) == {"acc", "miou", "loss"}
 
 
@@ -119,7 +144,7 @@ def test_stage1_mutual_kd_matches_kd_kl_and_keeps_both_gradients() -> None:
     torch.manual_seed(0)
     for shape in ((5, 10), (2, 9, 4, 4)):  # classification, and dense: averaged over pixels
         s, t = torch.randn(shape, requires_grad=True), torch.randn(shape, requires_grad=True)
-        val = stages._kd_both(s, t, 4.0)
+        val = mutual_kd(s, t, 4.0)
         torch.testing.assert_close(val, kd_kl(s, t, 4.0))
         val.backward()
         assert s.grad is not None and t.grad is not None and t.grad.abs().sum() > 0

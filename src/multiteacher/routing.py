@@ -11,6 +11,7 @@ References: top-k gating and the coefficient-of-variation balance loss follow Sh
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -23,6 +24,7 @@ __all__ = [
     "RouterOutput",
     "load_balance_cv",
     "load_balance_kl",
+    "load_balance_kl_uniform",
     "routing_stats",
     "softmax_weights",
     "topk_weights",
@@ -76,6 +78,32 @@ def load_balance_kl(probs: Tensor, mask: Tensor | None = None, eps: float = 1e-1
         pbar = p.mean(0)
     K = p.shape[-1]
     return (pbar * (pbar.clamp(min=eps) * K).log()).sum()
+
+
+def load_balance_kl_uniform(probs: Tensor, per_teacher: bool = False, eps: float = 1e-12) -> Tensor:
+    """``KL(U || p̄) = Σ_k (1/K) (log(1/K) - log p̄_k)``: the reverse of :func:`load_balance_kl`.
+
+    Zero for balanced routing; it grows without bound as a teacher's mean weight goes to 0, so it
+    pushes harder than :func:`load_balance_kl` against teachers that are never used.
+    ``per_teacher=True`` divides by K once more: that is what MST-Distill's official code computes
+    with ``nn.KLDivLoss(reduction="batchmean")(p̄.log(), U)`` on the K-vector ``p̄`` (its "batch" is K).
+
+    Args:
+        probs: ``(B, K)`` routing probabilities (rows sum to 1).
+        per_teacher: divide by K (the official MST-Distill scaling).
+        eps: floor for ``p̄`` before the log.
+
+    Returns:
+        A scalar tensor (fp32).
+
+    Example:
+        >>> round(load_balance_kl_uniform(torch.tensor([[0.5, 0.5], [1.0, 0.0]])).item(), 4)  # p̄ = (.75, .25)
+        0.1438
+    """
+    pbar = probs.float().mean(0)
+    K = pbar.numel()
+    terms = (math.log(1.0 / K) - pbar.clamp(min=eps).log()).sum()
+    return terms / (K * K) if per_teacher else terms / K
 
 
 def load_balance_cv(probs: Tensor, squared: bool = True, eps: float = 1e-10) -> Tensor:

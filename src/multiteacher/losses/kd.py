@@ -26,6 +26,7 @@ __all__ = [
     "fitnet",
     "kd_kl",
     "multi_teacher_kd",
+    "mutual_kd",
 ]
 
 
@@ -97,6 +98,38 @@ def kd_kl(
     log_p_t = F.log_softmax(teacher_logits.detach().float() / temperature, dim=1)
     per_pos = _kl_from_logp(log_p_t, log_p_s) * temperature**2
     return _reduce(per_pos, _valid_positions(student_logits, target, ignore_index, mask), reduction)
+
+
+def mutual_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
+    """KD between two networks trained together: :func:`kd_kl` without detaching the teacher.
+
+    ``T² · KL(softmax(t/T) || softmax(s/T))``, summed over classes and averaged over positions
+    (samples, and pixels for dense ``(B, C, H, W)`` logits). Unlike :func:`kd_kl`, the gradient
+    reaches *both* logits, as in the co-training stage of MST-Distill's official code, where the
+    teacher, the cross-modal teacher and the student learn from each other at once. Computed as
+    ``F.kl_div(log_softmax(s/T), softmax(t/T))`` in fp32.
+
+    Args:
+        student_logits: ``(B, C, ...)`` logits of the network that is pulled towards the other.
+        teacher_logits: ``(B, C, ...)`` logits it is pulled towards (not detached).
+        temperature: softening temperature ``T > 0``.
+
+    Returns:
+        A scalar tensor with gradients for both inputs.
+
+    Example:
+        >>> s, t = torch.zeros(2, 3, requires_grad=True), torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+        >>> loss = mutual_kd(s, t, temperature=1.0)  # KL(softmax(t) || uniform), per row
+        >>> round(loss.item(), 4)
+        0.1233
+    """
+    _check_T(temperature)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student {tuple(student_logits.shape)} vs teacher {tuple(teacher_logits.shape)} logits")
+    T = temperature
+    log_p_s = F.log_softmax(student_logits.float() / T, 1)
+    kl = F.kl_div(log_p_s, F.softmax(teacher_logits.float() / T, 1), reduction="none").sum(1)
+    return kl.mean() * T * T
 
 
 def multi_teacher_kd(

@@ -158,6 +158,31 @@ def to_device(batch: Any, device: torch.device | str | None) -> Any:
     return batch
 
 
+def freeze_teacher(module: nn.Module) -> nn.Module:
+    """Freeze a module for use as a teacher: eval mode and no parameter gradients, in place.
+
+    Eval mode fixes dropout and batch-norm statistics, so the teacher's outputs do not depend on
+    the batch or the RNG; frozen parameters get no gradients and no optimiser state. Keep the
+    frozen module out of the student (e.g. wrap it in :class:`ModuleTeacher`, which is not an
+    ``nn.Module``) so that it does not land in student checkpoints.
+
+    Args:
+        module: the trained network.
+
+    Returns:
+        The same module, frozen (for chaining).
+
+    Example:
+        >>> net = freeze_teacher(nn.Linear(3, 2))
+        >>> net.training, any(p.requires_grad for p in net.parameters())
+        (False, False)
+    """
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
 class ModuleTeacher:
     """A frozen `nn.Module` as a teacher.
 
@@ -181,7 +206,7 @@ class ModuleTeacher:
     ) -> None:
         if not isinstance(module, nn.Module):
             raise UserError(f"ModuleTeacher needs an nn.Module, got {type(module).__name__}")
-        self.module = module.eval().requires_grad_(False)
+        self.module = freeze_teacher(module)
         if device is not None:
             self.module.to(device)
         self.name = name or type(module).__name__

@@ -5,7 +5,9 @@ folds and both directions (image student, audio student). For every (fold, stude
 runs the requested methods, each as one resumable stage (`ctx.stage`), every training through the
 engine's `fit`:
 
-- ``mst``: the three MST-Distill stages (see `stages.py`); ablations ``mst_s1`` (the co-trained
+- ``mst``: the three MST-Distill stages (`cotrain.py`: co-train the teachers and the student;
+  `specialise.py`: MaskNets make engine `MaskedTeacher`s; `routed.py`: the student distils through
+  an engine `Router` from the teachers served by a `TeacherPool`); ablations ``mst_s1`` (the co-trained
   student after stage 1), ``mst_nomask`` (router over the two unmasked teachers), ``mst_random``
   (uniformly random teacher per instance), ``mst_soft`` (router-weighted teacher mixture);
 - baselines with the same number of student epochs as MST's student (stage 1 + stage 3):
@@ -40,11 +42,18 @@ from multiteacher.config import RecipeConfig, StrictModel
 from multiteacher.data import avdigits
 from multiteacher.engine.loop import FitConfig
 from multiteacher.errors import ConfigError
-from multiteacher.recipes.mst import seg, stages
+from multiteacher.recipes.mst import seg
+from multiteacher.recipes.mst.baselines import baseline_student, fit_teacher
+from multiteacher.recipes.mst.cotrain import Trio, cotrain
+from multiteacher.recipes.mst.evaluation import predict, scores
+from multiteacher.recipes.mst.plan import Plan
 from multiteacher.recipes.mst.plots import plot_rows
+from multiteacher.recipes.mst.routed import distill_routed
 from multiteacher.recipes.mst.seg import SegSection
+from multiteacher.recipes.mst.specialise import fit_masks, mask_stats
 from multiteacher.runs import RunContext
 from multiteacher.stats import paired_t_test
+from multiteacher.teachers.base import ModuleTeacher
 
 METHODS = ("no_kd", "kd_mm", "kd_cross", "aver", "fitnet", "dkd",
            "mst", "mst_s1", "mst_nomask", "mst_random", "mst_soft", "teachers")
@@ -130,9 +139,10 @@ class Config(RecipeConfig):
         return self
 
 
-def make_plan(cfg: Config, fold: avdigits.Fold, student: str) -> stages.Plan:
+def make_plan(cfg: Config, fold: avdigits.Fold, student: str) -> Plan:
+    """The job of one (fold, student modality) in plain values."""
     m, b = cfg.mst, cfg.baselines
-    return stages.Plan(
+    return Plan(
         student=student, fold=fold, fit=cfg.fit, width=cfg.net.width, embed=cfg.net.embed,
         dropout=cfg.net.dropout, seed=cfg.seed, temperature=m.temperature, epochs_s1=m.epochs_s1,
         epochs_s2=m.epochs_s2, epochs_s3=m.epochs_s3,
@@ -145,7 +155,7 @@ def make_plan(cfg: Config, fold: avdigits.Fold, student: str) -> stages.Plan:
     )
 
 
-def make_seg_plan(cfg: Config, fold: avdigits.Fold) -> stages.Plan:
+def make_seg_plan(cfg: Config, fold: avdigits.Fold) -> Plan:
     """The segmentation job: RGB student, depth cross-modal teacher, RGB-D multimodal teacher."""
     plan = make_plan(cfg, fold, "rgb")
     sec = cfg.seg
@@ -175,37 +185,37 @@ def load_fold(cfg: Config, ctx: RunContext, speaker: str) -> avdigits.Fold:
                               d.limit_per_digit, d.val_mode)
 
 
-def _test_row(plan: stages.Plan, method: str, model: torch.nn.Module, dev: torch.device) -> dict[str, Any]:
+def _test_row(plan: Plan, method: str, model: torch.nn.Module, dev: torch.device) -> dict[str, Any]:
     model.eval()
-    sc = stages.scores(stages.predict(model, plan.fold.test, dev, plan.eval_bs), plan.fold.test.label)
+    sc = scores(predict(model, plan.fold.test, dev, plan.eval_bs), plan.fold.test.label)
     return {"method": method, "direction": f"{plan.cross}->{plan.student}", "fold": plan.fold.test_speaker,
             **{k: v for k, v in sc.items() if k != "loss"}}
 
 
-def run_job(cfg: Config, ctx: RunContext, plan: stages.Plan) -> list[dict[str, Any]]:
+def run_job(cfg: Config, ctx: RunContext, plan: Plan) -> list[dict[str, Any]]:
     """All requested methods on one (fold, student modality); each method is one stage."""
     dev = ctx.fabric.device
     cache: dict[str, Any] = {}
 
-    def trio() -> stages.Trio:
+    def trio() -> Trio:
         if "trio" not in cache:
-            cache["trio"] = stages.stage1(ctx, plan)
+            cache["trio"] = cotrain(ctx, plan)
         return cache["trio"]
 
     def masks() -> torch.nn.ModuleList:
         if "masks" not in cache:
-            cache["masks"], cache["s2_val"] = stages.stage2(ctx, plan, trio())
+            cache["masks"], cache["s2_val"] = fit_masks(ctx, plan, trio())
         return cache["masks"]
 
-    def teacher(role: str) -> torch.nn.Module:
+    def teacher(role: str) -> ModuleTeacher:
         if role not in cache:
-            cache[role] = stages.train_teacher(ctx, plan, role)
+            cache[role] = fit_teacher(ctx, plan, role)
         return cache[role]
 
     def mst_variant(method: str) -> dict[str, Any]:
         routing = {"mst": "hard", "mst_nomask": "hard", "mst_random": "random", "mst_soft": "soft"}[method]
         m = None if method == "mst_nomask" else masks()
-        student, info = stages.stage3(ctx, plan, trio(), m, routing, method)
+        student, info = distill_routed(ctx, plan, trio(), m, routing, method)
         row = _test_row(plan, method, student, dev)
         # usage: the final router's top-1 choice per instance (test set; route_train/: training set)
         usage = info["route_test"]
@@ -213,7 +223,7 @@ def run_job(cfg: Config, ctx: RunContext, plan: stages.Plan) -> list[dict[str, A
         row.update({f"route_train/{k}": v for k, v in info["route_train"].items()})
         row["route_teachers_used"] = float(sum(v > 0.02 for v in usage.values()))
         if m is not None:
-            row.update(stages.mask_stats(trio(), plan, m, dev))
+            row.update(mask_stats(trio(), plan, m, dev))
             row["s2_val_kl"] = cache["s2_val"].get("val/kl", math.nan)
         ctx.log({k: v for k, v in row.items() if isinstance(v, float)}, job=plan.key, method=method)
         return {"rows": [row], "route_train": info["route_train"]}
@@ -228,11 +238,11 @@ def run_job(cfg: Config, ctx: RunContext, plan: stages.Plan) -> list[dict[str, A
                     _test_row(plan, "mst_s1_cross_teacher", t.cross, dev)]
             return {"rows": rows}
         if method == "teachers":
-            return {"rows": [_test_row(plan, "teacher_mm", teacher("mm"), dev),
-                             _test_row(plan, "teacher_cross", teacher("cross"), dev)]}
+            return {"rows": [_test_row(plan, "teacher_mm", teacher("mm").module, dev),
+                             _test_row(plan, "teacher_cross", teacher("cross").module, dev)]}
         mm = teacher("mm") if method in ("kd_mm", "aver", "fitnet", "dkd") else None
         cross = teacher("cross") if method in ("kd_cross", "aver") else None
-        student = stages.train_baseline(ctx, plan, method, mm, cross)
+        student = baseline_student(ctx, plan, method, mm, cross)
         return {"rows": [_test_row(plan, method, student, dev)]}
 
     rows = []
