@@ -1,6 +1,9 @@
 """Example recipe: train a teacher, then distil a small student with KD-KL (vs the same student
 trained on labels alone) on a synthetic, seeded classification task.
 
+After its own training the teacher is used through the engine's Teacher API: a `ModuleTeacher`
+(eval mode, frozen, `predict` under `torch.inference_mode()`, out of the student's checkpoint).
+
 It exercises the whole engine path — config, Fabric fit loop with checkpoints and resume, stages,
 metrics, results and report — in seconds, with no data files. Data: `classes` classes, each a
 mixture of `clusters_per_class` Gaussian blobs in `dim` dimensions, so a linear model is clearly
@@ -22,42 +25,52 @@ from multiteacher.engine.loop import FitConfig, fit
 from multiteacher.losses.kd import kd_kl
 from multiteacher.metrics.classify import accuracy, weighted_f1
 from multiteacher.runs import RunContext
+from multiteacher.teachers.base import ModuleTeacher
 
 
 class ExampleData(StrictModel):
     """Synthetic blobs; `data_seed` is fixed so runs with different seeds share the data."""
 
-    data_seed: int = 1234
-    n_train: int = Field(3000, gt=0)
-    n_val: int = Field(500, gt=0)
-    n_test: int = Field(2000, gt=0)
-    dim: int = Field(10, gt=1)
-    classes: int = Field(6, gt=1)
-    clusters_per_class: int = Field(4, gt=0)
-    spread: float = Field(1.0, gt=0)
-    label_noise: float = Field(0.1, ge=0, lt=1)
+    data_seed: int = Field(1234, description="Seed of the data generator (independent of the run's `seed`).")
+    n_train: int = Field(3000, gt=0, description="Training samples.")
+    n_val: int = Field(500, gt=0, description="Validation samples (model selection).")
+    n_test: int = Field(2000, gt=0, description="Test samples.")
+    dim: int = Field(10, gt=1, description="Input dimensions.")
+    classes: int = Field(6, gt=1, description="Number of classes.")
+    clusters_per_class: int = Field(4, gt=0, description="Gaussian blobs per class.")
+    spread: float = Field(1.0, gt=0, description="Standard deviation of each blob.")
+    label_noise: float = Field(0.1, ge=0, lt=1,
+                               description="Share of training labels replaced by a random class.")
 
 
 class MLPSpec(StrictModel):
-    hidden: int = Field(64, gt=0)
-    depth: int = Field(2, ge=0)
+    """A ReLU MLP: `depth` hidden layers of width `hidden`, then a linear head."""
+
+    hidden: int = Field(64, gt=0, description="Width of each hidden layer.")
+    depth: int = Field(2, ge=0, description="Hidden layers (0: a linear model).")
 
 
 class KDSpec(StrictModel):
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.9, ge=0, le=1)
+    """Student loss ``(1 - alpha)·CE + alpha·KD``."""
+
+    temperature: float = Field(4.0, gt=0, description="KD temperature T (the KD term is scaled by T²).")
+    alpha: float = Field(0.9, ge=0, le=1, description="Weight of the KD term; 1 - alpha weighs the label CE.")
 
 
 class Config(RecipeConfig):
-    recipe: Literal["example"] = "example"
-    data: ExampleData = ExampleData()
-    teacher: MLPSpec = MLPSpec(hidden=256, depth=3)
-    student: MLPSpec = MLPSpec(hidden=16, depth=1)
-    teacher_fit: FitConfig = FitConfig(max_steps=600, batch_size=64, lr=3e-3, val_every=100,
-                                       monitor="val/acc", mode="max")
-    student_fit: FitConfig = FitConfig(max_steps=600, batch_size=64, lr=3e-3, val_every=100,
-                                       monitor="val/acc", mode="max")
-    kd: KDSpec = KDSpec()
+    """The example recipe: a teacher MLP, and two student MLPs (labels only; KD from the teacher)."""
+
+    recipe: Literal["example"] = Field("example", description="Recipe name.")
+    data: ExampleData = Field(ExampleData(), description="The synthetic data.")
+    teacher: MLPSpec = Field(MLPSpec(hidden=256, depth=3), description="Teacher network.")
+    student: MLPSpec = Field(MLPSpec(hidden=16, depth=1), description="Student network (both students).")
+    teacher_fit: FitConfig = Field(
+        FitConfig(max_steps=600, batch_size=64, lr=3e-3, val_every=100, monitor="val/acc", mode="max"),
+        description="Training of the teacher.")
+    student_fit: FitConfig = Field(
+        FitConfig(max_steps=600, batch_size=64, lr=3e-3, val_every=100, monitor="val/acc", mode="max"),
+        description="Training of each student.")
+    kd: KDSpec = Field(KDSpec(), description="Distillation loss of the KD student.")
 
 
 def make_blobs(spec: ExampleData) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -77,6 +90,7 @@ def make_blobs(spec: ExampleData) -> dict[str, tuple[torch.Tensor, torch.Tensor]
 
 
 def mlp(in_dim: int, out_dim: int, spec: MLPSpec) -> nn.Sequential:
+    """The MLP of `spec` from `in_dim` inputs to `out_dim` logits."""
     layers: list[nn.Module] = []
     width = in_dim
     for _ in range(spec.depth):
@@ -119,13 +133,12 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         return nn.functional.cross_entropy(model(x), y)
 
     fit(ctx, "teacher", teacher, train, ce_step, cfg.teacher_fit, evaluate)
-    teacher.eval()
+    kd_teacher = ModuleTeacher(teacher, "teacher", config=cfg.teacher.model_dump())
     fit(ctx, "student_ce", student_ce, train, ce_step, cfg.student_fit, evaluate)
 
     def kd_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x, y = batch
-        with torch.no_grad():
-            t_logits = teacher(x)
+        t_logits = kd_teacher.predict(x)
         s_logits = model(x)
         ce = nn.functional.cross_entropy(s_logits, y)
         kd = kd_kl(s_logits, t_logits, temperature=cfg.kd.temperature)
