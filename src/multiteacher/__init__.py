@@ -38,6 +38,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "TeacherCache": ("multiteacher.teachers.cache:TeacherCache",),
     "cached_outputs": ("multiteacher.teachers.cache:cached_outputs",),
     "data_fingerprint": ("multiteacher.teachers.base:data_fingerprint",),
+    "RunTeacher": ("multiteacher.teachers.text:RunTeacher",),
     # consensus over the teacher axis (B, K, ...)
     "mean": ("multiteacher.consensus:mean",),
     "median": ("multiteacher.consensus:median",),
@@ -47,6 +48,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "vote": ("multiteacher.consensus:vote",),
     "combine": ("multiteacher.consensus:combine",),
     "dispersion": ("multiteacher.consensus:dispersion",),
+    # ranking consensus: candidate scores (B, K, N) -> (B, N)
+    "normalize_scores": ("multiteacher.consensus:normalize_scores",),
+    "fuse_scores": ("multiteacher.consensus:fuse_scores",),
     # routing: per-instance gates over teachers
     "Router": ("multiteacher.routing:Router",),
     "softmax_weights": ("multiteacher.routing:softmax_weights",),

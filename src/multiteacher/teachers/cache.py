@@ -196,14 +196,27 @@ class CachedArray:
 
 
 class TeacherCache:
-    """One teacher's outputs on one ordered set of samples; see the module docstring.
+    """One teacher's outputs on one ordered set of samples, stored as memory-mapped shards.
 
-    `root` defaults to the cache directory (`resolve_cache_dir()`); it must not be inside the data
-    directory. Typical use::
+    Scoring a teacher is often the slowest part of distillation; the cache scores each sample
+    once, keyed by (teacher fingerprint, data fingerprint, ids, shard size, dtype), so a changed
+    teacher or dataset never reuses stale outputs and a killed fill resumes shard by shard. See
+    the module docstring for the on-disk layout. Most code calls `cached_outputs` (or
+    `TeacherPool.cached_outputs`) instead of using this class directly.
 
-        cache = TeacherCache(None, teacher.fingerprint, data_fp, ids)
-        cache.fill(teacher.predict, dataset, batch_size=64, rank=rank, world=world)
-        logits = cache.open()          # CachedArray; logits[batch_positions] -> np.ndarray
+    Args:
+        root: cache directory (None: ``--cache-dir`` > ``MULTITEACHER_CACHE`` > the user cache
+            dir); it must not be inside the data directory.
+        teacher_fp: the teacher's fingerprint (`Teacher.fingerprint`).
+        data_fp: the data's fingerprint (e.g. `data_fingerprint(...)`).
+        ids: one unique, stable id per sample, in order (row i is sample ``ids[i]``).
+        shard_size: samples per shard file.
+        dtype: storage dtype (None: the teacher's; ``np.float16`` halves a float32 cache).
+
+    Example:
+        >>> cache = TeacherCache(None, teacher.fingerprint, data_fp, ids)          # doctest: +SKIP
+        >>> cache.fill(teacher.predict, dataset, batch_size=64, rank=rank, world=world)  # doctest: +SKIP
+        >>> logits = cache.open()   # CachedArray; logits[batch_positions] -> np.ndarray  # doctest: +SKIP
     """
 
     def __init__(
@@ -488,7 +501,42 @@ def cached_outputs(
     progress: bool = True,
     allow_nonfinite: bool = False,
 ) -> CachedArray:
-    """Fill the cache if needed (this rank's shards; waits for the other ranks) and memory-map it."""
+    """Score `data` with `predict_fn` into the teacher cache once, then memory-map the outputs.
+
+    The first call fills the cache (this rank's shards; with ``world > 1`` it then waits for the
+    other ranks); later calls with the same key only open it. Use it for any callable teacher;
+    `TeacherPool.cached_outputs` does this for every teacher of a pool and stacks them ``(B, K, ...)``.
+
+    Args:
+        predict_fn: maps a batch of `data` to outputs (tensor or array, first axis the batch).
+        data: an indexable dataset, tensor or array; batches are ``data[positions]`` (or
+            `collate` of the items).
+        ids: one unique, stable id per sample of `data`, in order.
+        teacher_fp: fingerprint of the teacher (changes when its outputs could change).
+        data_fp: fingerprint of the data.
+        root: cache directory (None: ``MULTITEACHER_CACHE`` or the user cache dir).
+        shard_size: samples per shard file.
+        batch_size: samples per `predict_fn` call (None: one shard at a time).
+        collate: builds a batch from a list of items when `data` is not sliceable.
+        rank: this process's rank (it writes shards ``s % world == rank``).
+        world: number of processes filling the cache together.
+        dtype: storage dtype (None: the outputs' own).
+        checksum: verify shards' SHA-256 before reusing them.
+        wait_timeout: seconds to wait for other ranks' shards.
+        progress: show a progress bar while filling.
+        allow_nonfinite: accept NaN/inf outputs instead of raising a DataError.
+
+    Returns:
+        a `CachedArray`: ``arr[positions]`` and ``arr.by_id(ids)`` read rows as numpy arrays.
+
+    Example:
+        >>> import numpy as np, multiteacher as mt
+        >>> x = np.arange(6, dtype=np.float32).reshape(3, 2)
+        >>> arr = mt.cached_outputs(lambda b: 2 * b, x, ["a", "b", "c"], teacher_fp="double",
+        ...                         data_fp="x", root=tmp_cache, progress=False)  # doctest: +SKIP
+        >>> arr.by_id(["c"])  # doctest: +SKIP
+        array([[ 8., 10.]], dtype=float32)
+    """
     cache = TeacherCache(root, teacher_fp, data_fp, ids, shard_size=shard_size, dtype=dtype)
     cache.fill(
         predict_fn,
@@ -507,5 +555,19 @@ def cached_outputs(
 
 
 def teacher_outputs(teacher: Any, data: Any, ids: Sequence[Any], data_fp: str, **kwargs: Any) -> CachedArray:
-    """`cached_outputs` for a `Teacher` (uses its `predict` and `fingerprint`)."""
+    """`cached_outputs` for a `Teacher`: uses its `predict` and `fingerprint`.
+
+    Args:
+        teacher: an object following the `Teacher` protocol.
+        data: the dataset it predicts on.
+        ids: one unique, stable id per sample.
+        data_fp: fingerprint of the data.
+        **kwargs: passed to `cached_outputs`.
+
+    Returns:
+        the memory-mapped `CachedArray` of the teacher's outputs.
+
+    Example:
+        >>> arr = teacher_outputs(mt.ModuleTeacher(net, "t"), x, ids, data_fp)  # doctest: +SKIP
+    """
     return cached_outputs(teacher.predict, data, ids, teacher_fp=teacher.fingerprint, data_fp=data_fp, **kwargs)
