@@ -10,7 +10,11 @@ Every function takes teacher predictions stacked on ``dim`` (default 1), e.g. de
   by :func:`agreement_mask`.
 
 Used by NGC (Leordeanu et al., AAAI 2021: per-pixel median over paths, kept where the paths agree)
-and by multi-teacher ensembles. Tests compare each op with numpy / scipy (``np.ma.average``,
+and by multi-teacher ensembles. Ranking combiners (:func:`normalize_scores`, :func:`ranks`,
+:func:`fuse_scores`) take per-query candidate scores ``(B, K, N)`` = (queries, teachers, candidates)
+with a ``valid`` mask: a teacher that did not score a candidate (a ranker that did not retrieve it)
+is missing there, not given a made-up score; ``data.ir.runs_to_tensor`` builds that layout from runs.
+Tests compare each op with numpy / scipy (``np.ma.average``,
 ``np.ma.median``, ``scipy.stats.trim_mean``, ``scipy.stats.median_abs_deviation``).
 """
 
@@ -25,13 +29,18 @@ from torch import Tensor
 from multiteacher.errors import ConfigError
 
 __all__ = [
+    "FUSION_METHODS",
     "METHODS",
+    "NORMALIZATIONS",
     "Vote",
     "agreement_mask",
     "combine",
     "dispersion",
+    "fuse_scores",
     "mean",
     "median",
+    "normalize_scores",
+    "ranks",
     "trimmed_mean",
     "vote",
     "weighted",
@@ -266,3 +275,133 @@ def combine(x: Tensor, method: str = "median", **kwargs) -> Tensor:
     if method not in fns:
         raise ConfigError(f"unknown consensus method {method!r}; choose one of {', '.join(METHODS)}")
     return fns[method](x, **kwargs)
+
+
+# ----------------------------------------------------------------------------- ranking combiners
+
+NORMALIZATIONS = ("zscore", "minmax", "none")
+FUSION_METHODS = ("zscore", "minmax", "rrf")
+
+
+def _valid_like(x: Tensor, valid: Tensor | None) -> Tensor:
+    return torch.ones_like(x, dtype=torch.bool) if valid is None else torch.broadcast_to(valid.to(torch.bool), x.shape)
+
+
+def normalize_scores(x: Tensor, valid: Tensor | None = None, method: str = "zscore", dim: int = -1) -> Tensor:
+    """Normalise each score list over its valid candidates (``dim``), e.g. per (query, teacher).
+
+    Scores of different teachers (BM25, cosine, minus-rank) live on unrelated scales, so they are
+    put on one before fusing. ``zscore``: ``(x - μ) / σ`` with the population σ of the valid entries;
+    ``minmax``: ``(x - min) / (max - min)`` into [0, 1]; ``none``: unchanged. A constant list maps to
+    0; invalid entries (any value, NaN included) come out as 0.
+
+    Args:
+        x: scores, e.g. ``(B, K, N)`` (queries, teachers, candidates).
+        valid: bool mask broadcastable to ``x``; None = all valid.
+        method: one of :data:`NORMALIZATIONS`.
+        dim: the candidate dimension.
+
+    Returns:
+        A tensor shaped like ``x``.
+
+    Example:
+        >>> normalize_scores(torch.tensor([[1.0, 2.0, 3.0]]), method="minmax")
+        tensor([[0.0000, 0.5000, 1.0000]])
+    """
+    if method not in NORMALIZATIONS:
+        raise ConfigError(f"unknown normalisation {method!r}; choose one of {', '.join(NORMALIZATIONS)}")
+    v = _valid_like(x, valid)
+    zero = torch.zeros_like(x)
+    xv = torch.where(v, x, zero)
+    if method == "none":
+        return xv
+    n = v.sum(dim, keepdim=True).clamp(min=1).to(x.dtype)
+    if method == "zscore":
+        mu = xv.sum(dim, keepdim=True) / n
+        sd = (torch.where(v, (xv - mu) ** 2, zero).sum(dim, keepdim=True) / n).sqrt()
+        out = (xv - mu) / torch.where(sd > 0, sd, torch.ones_like(sd))
+        out = torch.where(sd > 0, out, zero)
+    else:
+        lo = torch.where(v, x, torch.full_like(x, float("inf"))).amin(dim, keepdim=True)
+        hi = torch.where(v, x, torch.full_like(x, float("-inf"))).amax(dim, keepdim=True)
+        span = hi - lo
+        ok = torch.isfinite(span) & (span > 0)
+        lo = torch.where(ok, lo, torch.zeros_like(lo))
+        out = torch.where(ok, (xv - lo) / torch.where(ok, span, torch.ones_like(span)), zero)
+    return torch.where(v, out, zero)
+
+
+def ranks(x: Tensor, valid: Tensor | None = None, dim: int = -1) -> Tensor:
+    """1-based ranks by descending score among the valid entries of each list; invalid entries get 0.
+
+    Ties are broken by position (the earlier entry ranks first), so put candidates in a stable
+    order (e.g. sorted by doc id, as ``data.ir.runs_to_tensor`` does) for deterministic ranks.
+
+    Args:
+        x: scores, e.g. ``(B, K, N)``.
+        valid: bool mask broadcastable to ``x``; None = all valid.
+        dim: the candidate dimension.
+
+    Returns:
+        A long tensor shaped like ``x``.
+
+    Example:
+        >>> ranks(torch.tensor([[1.0, 3.0, 3.0]]))
+        tensor([[3, 1, 2]])
+    """
+    v = _valid_like(x, valid).movedim(dim, -1)
+    xm = x.movedim(dim, -1)
+    order = torch.sort(xm, dim=-1, descending=True, stable=True).indices  # by score, ties by position
+    vo = torch.gather(v, -1, order)
+    order = torch.gather(order, -1, torch.sort((~vo).to(torch.uint8), dim=-1, stable=True).indices)  # valid first
+    pos = torch.empty_like(order)
+    pos.scatter_(-1, order, torch.arange(1, order.shape[-1] + 1, device=x.device).expand_as(order).contiguous())
+    return torch.where(v, pos, torch.zeros_like(pos)).movedim(-1, dim)
+
+
+def fuse_scores(
+    x: Tensor,
+    valid: Tensor | None = None,
+    method: str = "zscore",
+    weights: Tensor | None = None,
+    rrf_k: float = 60.0,
+) -> tuple[Tensor, Tensor]:
+    """Fuse K teachers' candidate scores per query: ``(B, K, N)`` -> ``(B, N)`` and its valid mask.
+
+    ``zscore`` / ``minmax``: each teacher's list is normalised over the candidates it scored
+    (:func:`normalize_scores`), then the weighted mean over the teachers that scored the candidate
+    (``Σ_k w_k x̂_k / Σ_k w_k`` over valid k: a missing teacher drops out and the others' weights
+    renormalise). ``rrf`` (reciprocal-rank fusion, Cormack et al. 2009): ``Σ_k w_k / (rrf_k + r_k)``
+    with ``r_k`` the 1-based rank among the candidates teacher k scored (ties by position); a missing
+    teacher adds nothing, as in ``ranx``. A candidate is valid in the output when some teacher with a
+    positive weight scored it; invalid outputs are 0.
+
+    Args:
+        x: scores ``(B, K, N)`` (queries, teachers, candidates); higher is better.
+        valid: bool ``(B, K, N)`` (or broadcastable); None = every teacher scored every candidate.
+        method: one of :data:`FUSION_METHODS`.
+        weights: non-negative per-teacher weights ``(K,)`` or ``(B, K)``; None = all 1.
+        rrf_k: RRF's rank offset.
+
+    Returns:
+        ``(fused (B, N), valid (B, N))``.
+
+    Example:
+        >>> x = torch.tensor([[[1.0, 2.0, 3.0], [30.0, 10.0, 20.0]]])
+        >>> fuse_scores(x, method="rrf", rrf_k=1.0)[0]
+        tensor([[0.7500, 0.5833, 0.8333]])
+    """
+    if x.ndim != 3:
+        raise ValueError(f"fuse_scores expects (B, K, N) scores, got shape {tuple(x.shape)}")
+    if method not in FUSION_METHODS:
+        raise ConfigError(f"unknown fusion {method!r}; choose one of {', '.join(FUSION_METHODS)}")
+    v = _valid_like(x, valid)
+    w = _weights(x, weights, 1)
+    out_valid = (v & (w > 0)).any(1)
+    if method == "rrf":
+        r = ranks(x, v, dim=-1).to(x.dtype)
+        contrib = torch.where(v, w / (rrf_k + r.clamp(min=1)), torch.zeros_like(x))
+        fused = contrib.sum(1)
+    else:
+        fused = mean(normalize_scores(x, v, method, dim=-1), weights=weights, valid=v, dim=1, fill=0.0)
+    return torch.where(out_valid, fused, torch.zeros_like(fused)), out_valid

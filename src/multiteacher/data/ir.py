@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from multiteacher.data.registry import DatasetInfo, register_dataset, require_path
 from multiteacher.errors import DataError
@@ -175,6 +176,183 @@ def write_trec_run(path: str | Path, run: Mapping[str, Mapping[str, float]], tag
         ranked = sorted(run[qid].items(), key=lambda kv: (-kv[1], kv[0]))
         lines += [f"{qid} Q0 {d} {r} {s:.6f} {tag}" for r, (d, s) in enumerate(ranked, 1)]
     atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+
+
+def read_hofstaetter(path: str | Path) -> list[tuple[float, float, str, str, str]]:
+    """Hofstätter's teacher-score file: `pos_score<TAB>neg_score<TAB>qid<TAB>pos_pid<TAB>neg_pid` per line.
+
+    Args:
+        path: the TSV file (the MarginMSE teacher files of Hofstätter et al. 2020).
+
+    Returns:
+        `(pos_score, neg_score, qid, pos_pid, neg_pid)` per line.
+
+    Example:
+        >>> read_hofstaetter("bert_cat_ensemble_msmarcopassage_train_scores_ids.tsv")[0]  # doctest: +SKIP
+        (9.5, 1.0, '1185869', '0', '2786')
+    """
+    out = []
+    for i, line in _lines(Path(path)):
+        parts = line.split()
+        if len(parts) != 5:
+            raise DataError(f"{path}:{i}: expected 'pos_score neg_score qid pos_pid neg_pid', got {len(parts)} fields")
+        try:
+            row = (float(parts[0]), float(parts[1]), parts[2], parts[3], parts[4])
+        except ValueError:
+            raise DataError(f"{path}:{i}: scores {parts[0]!r} / {parts[1]!r} are not numbers") from None
+        if not (math.isfinite(row[0]) and math.isfinite(row[1])):
+            raise DataError(f"{path}:{i}: scores {parts[0]!r} / {parts[1]!r} are not finite — fix that line")
+        out.append(row)
+    return out
+
+
+def hofstaetter_run(path: str | Path) -> Run:
+    """Per-(qid, pid) scores from a Hofstätter file (a pid scored twice must agree within 1e-4).
+
+    Args:
+        path: the TSV file (see `read_hofstaetter`).
+
+    Returns:
+        `{qid: {pid: score}}` over the passages the file scores (others have no score).
+
+    Example:
+        >>> hofstaetter_run("teacher.tsv")["q1"]["d0"]  # doctest: +SKIP
+        9.5
+    """
+    run: Run = {}
+    for pos_s, neg_s, q, p, n in read_hofstaetter(path):
+        for d, sc in ((p, pos_s), (n, neg_s)):
+            old = run.setdefault(q, {}).setdefault(d, sc)
+            if abs(old - sc) > 1e-4:
+                raise DataError(f"{path}: passage {d!r} of query {q!r} has two scores ({old} and {sc})")
+    return run
+
+
+# ----------------------------------------------------------------------------- runs as tensors
+
+
+@dataclass
+class RunTensor:
+    """K teachers' runs on the teacher axis: `scores` (B, K, N) float64, `valid` (B, K, N) bool.
+
+    Row b is query `qids[b]`; column n of that row is passage `docids[b][n]` (sorted by doc id;
+    rows shorter than N are padded with invalid entries); `teachers[k]` names teacher k. Invalid
+    entries (a teacher that did not score the candidate, or padding) hold NaN. The layout that the
+    ranking combiners in `multiteacher.consensus` take.
+    """
+
+    qids: list[str]
+    docids: list[list[str]]
+    teachers: list[str]
+    scores: Any
+    valid: Any
+
+
+def runs_to_tensor(
+    runs: Mapping[str, Mapping[str, Mapping[str, float]]],
+    candidates: Mapping[str, Iterable[str]] | None = None,
+) -> RunTensor:
+    """Stack {teacher: run} into `(B, K, N)` scores plus a valid mask, per query over its candidates.
+
+    Args:
+        runs: `{teacher name: {qid: {docid: score}}}`; a pair a run lacks is missing (invalid).
+        candidates: `{qid: docids}` to score (e.g. `IRData.candidates`); default: per query, the
+            union of the passages the runs score.
+
+    Returns:
+        A `RunTensor` (queries sorted by id, candidates by doc id).
+
+    Example:
+        >>> t = runs_to_tensor({"a": {"q": {"d1": 1.0}}, "b": {"q": {"d1": 2.0, "d2": 0.5}}})
+        >>> t.scores.shape, t.valid[0].tolist()
+        (torch.Size([1, 2, 2]), [[True, False], [True, True]])
+    """
+    import torch
+
+    names = list(runs)
+    if candidates is None:
+        cands: dict[str, set[str]] = {}
+        for r in runs.values():
+            for q, docs in r.items():
+                cands.setdefault(q, set()).update(docs)
+    else:
+        cands = {q: set(docs) for q, docs in candidates.items()}
+    qids = sorted(cands)
+    docids = [sorted(cands[q]) for q in qids]
+    n = max((len(d) for d in docids), default=0)
+    scores = torch.full((len(qids), len(names), n), float("nan"), dtype=torch.float64)
+    for b, (q, docs) in enumerate(zip(qids, docids)):
+        for k, name in enumerate(names):
+            r = runs[name].get(q)
+            if r:
+                row = [r.get(d, math.nan) for d in docs]
+                scores[b, k, : len(docs)] = torch.tensor(row, dtype=torch.float64)
+    return RunTensor(qids, docids, names, scores, ~torch.isnan(scores))
+
+
+def tensor_to_run(scores: Any, valid: Any, qids: list[str], docids: list[list[str]]) -> Run:
+    """Per-query scores `(B, N)` back to a run, keeping only valid entries (queries with none drop out).
+
+    Args:
+        scores: `(B, N)` tensor, e.g. `consensus.fuse_scores(...)[0]`.
+        valid: `(B, N)` bool.
+        qids: query id of each row.
+        docids: passage ids of each row's columns.
+
+    Returns:
+        `{qid: {docid: score}}`.
+
+    Example:
+        >>> import torch
+        >>> tensor_to_run(torch.tensor([[0.5, 0.0]]), torch.tensor([[True, False]]), ["q"], [["d1", "d2"]])
+        {'q': {'d1': 0.5}}
+    """
+    out: Run = {}
+    s, v = scores.tolist(), valid.tolist()
+    for b, (q, docs) in enumerate(zip(qids, docids)):
+        row = {d: float(s[b][i]) for i, d in enumerate(docs) if v[b][i]}
+        if row:
+            out[q] = row
+    return out
+
+
+def fuse_runs(
+    runs: Mapping[str, Mapping[str, Mapping[str, float]]],
+    method: str = "zscore",
+    weights: Iterable[float] | None = None,
+    rrf_k: float = 60.0,
+    candidates: Mapping[str, Iterable[str]] | None = None,
+) -> Run:
+    """Fuse {teacher: run} per query with the engine combiner `consensus.fuse_scores`.
+
+    Runs become `(B, K, N)` scores plus a valid mask (`runs_to_tensor`), are fused, and come back as
+    a run. A teacher that did not score a passage is missing there: `zscore` / `minmax` average the
+    teachers that scored it, `rrf` adds nothing for it.
+
+    Args:
+        runs: `{teacher: {qid: {docid: score}}}` (order = teacher order of `weights`).
+        method: `zscore`, `minmax` or `rrf` (see `consensus.FUSION_METHODS`).
+        weights: one non-negative weight per teacher; default all 1.
+        rrf_k: RRF's rank offset.
+        candidates: passages to fuse per query; default: those some teacher scored.
+
+    Returns:
+        The fused run (passages no positively weighted teacher scored are left out).
+
+    Example:
+        >>> fuse_runs({"a": {"q": {"x": 1.0, "y": 2.0}}, "b": {"q": {"x": 5.0, "y": 1.0}}}, "rrf", rrf_k=1.0)
+        {'q': {'x': 0.8333333333333333, 'y': 0.8333333333333333}}
+    """
+    import torch
+
+    from multiteacher.consensus import fuse_scores
+
+    t = runs_to_tensor(runs, candidates)
+    w = None if weights is None else torch.tensor(list(weights), dtype=torch.float64)
+    if w is not None and len(w) != len(t.teachers):
+        raise ValueError(f"{len(w)} weights for {len(t.teachers)} teachers")
+    fused, valid = fuse_scores(t.scores, t.valid, method, w, rrf_k)
+    return tensor_to_run(fused, valid, t.qids, t.docids)
 
 
 # ----------------------------------------------------------------------------- dataset
