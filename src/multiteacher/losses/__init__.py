@@ -1,4 +1,8 @@
-"""Distillation (``kd``) and ranking (``ranking``) losses: pure functions plus thin modules."""
+"""Distillation (``kd``) and ranking (``ranking``) losses: pure functions plus thin modules.
+
+Every loss is declared once in ``registry`` (``LOSSES``; canonical names are the functions' names,
+``marginmse``-style spellings are accepted): build one by name with ``make_loss``.
+"""
 
 from multiteacher.losses.kd import (
     DKDLoss,
@@ -11,7 +15,6 @@ from multiteacher.losses.kd import (
     multi_teacher_kd,
 )
 from multiteacher.losses.ranking import (
-    RANKING_LOSSES,
     ADRMSELoss,
     DistillRankNetLoss,
     HingeLoss,
@@ -31,8 +34,19 @@ from multiteacher.losses.ranking import (
     pointwise_mse,
     ranks_from_scores,
 )
+from multiteacher.losses.registry import (
+    LOSSES,
+    RANKING_LOSSES,
+    LossSpec,
+    get_loss,
+    loss_names,
+    make_loss,
+    register_loss,
+    resolve_loss_name,
+)
 
 __all__ = [
+    "LOSSES",
     "RANKING_LOSSES",
     "ADRMSELoss",
     "DKDLoss",
@@ -42,6 +56,7 @@ __all__ = [
     "InfoNCELoss",
     "KDLoss",
     "ListNetLoss",
+    "LossSpec",
     "MarginMSELoss",
     "MultiTeacherKDLoss",
     "PointwiseBCELoss",
@@ -50,14 +65,19 @@ __all__ = [
     "distill_ranknet",
     "dkd",
     "fitnet",
+    "get_loss",
     "hinge",
     "info_nce",
     "kd_kl",
     "listnet",
+    "loss_names",
+    "make_loss",
     "make_ranking_loss",
     "margin_mse",
     "multi_teacher_kd",
     "pointwise_bce",
     "pointwise_mse",
     "ranks_from_scores",
+    "register_loss",
+    "resolve_loss_name",
 ]

@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from multiteacher.errors import ConfigError
 
 __all__ = [
-    "RANKING_LOSSES",
     "ADRMSELoss",
     "DistillRankNetLoss",
     "HingeLoss",
@@ -266,23 +265,28 @@ class ListNetLoss(_RankingLoss):
         return listnet(scores, self._need(targets, "listnet"), mask, self.temperature)
 
 
-RANKING_LOSSES: dict[str, type[_RankingLoss]] = {
-    "bce": PointwiseBCELoss,
-    "mse": PointwiseMSELoss,
-    "hinge": HingeLoss,
-    "margin_mse": MarginMSELoss,
-    "info_nce": InfoNCELoss,
-    "distill_ranknet": DistillRankNetLoss,
-    "adr_mse": ADRMSELoss,
-    "listnet": ListNetLoss,
-}
-
-
 def make_ranking_loss(name: str, **kwargs) -> _RankingLoss:
-    """Build a ranking loss module by config name (see ``RANKING_LOSSES``)."""
-    if name not in RANKING_LOSSES:
-        raise ConfigError(f"unknown ranking loss {name!r}; choose one of {', '.join(RANKING_LOSSES)}")
-    try:
-        return RANKING_LOSSES[name](**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"ranking loss {name!r}: bad options {sorted(kwargs)} ({e})") from None
+    """Build a ranking loss module by name through the one loss registry (`losses.registry`).
+
+    Args:
+        name: canonical name (`margin_mse`, `info_nce`, ...) or an accepted alias (`marginmse`, `bce`).
+        **kwargs: the loss's options (e.g. `temperature`, `margin`).
+
+    Returns:
+        The module; call it as `loss(scores (B, L), targets (B, L) | None, mask (B, L) | None)`.
+
+    Example:
+        >>> make_ranking_loss("listnet", temperature=2.0).temperature
+        2.0
+    """
+    from multiteacher.losses.registry import make_loss
+
+    return make_loss(name, "ranking", **kwargs)  # type: ignore[return-value]
+
+
+def __getattr__(name: str) -> object:
+    if name == "RANKING_LOSSES":  # the table lives in the registry (one registry, one naming scheme)
+        from multiteacher.losses.registry import RANKING_LOSSES
+
+        return RANKING_LOSSES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
