@@ -29,6 +29,7 @@ import re
 import struct
 import wave
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -355,9 +356,42 @@ def make_fold(
     if test_speaker not in speakers:
         raise DataError(f"fold speaker {test_speaker!r} has no recordings in {rec_dir}; "
                         f"speakers found: {', '.join(speakers)}")
+    # one generator, drawn in this order: validation split (random mode), image pools, pairing
     rng = np.random.default_rng(stable_seed("fold", seed, test_speaker))
+    val_speaker = _val_speaker(speakers, test_speaker, val_mode, rec_dir)
+    keep = _keep_mask(recs, limit_per_digit)
+    parts = _audio_parts(recs, keep, speakers, test_speaker, val_speaker, val_fraction, rng)
+    pools = _image_pools(ilabels, recs, parts, rng, data_dir / "mnist")
+    # weakening: PCA on the training image pool only
+    pca = PCAWeakener(image_energy).fit(images[np.concatenate(list(pools["train"].values()))] / 255.0)
+    raw = {}
+    for k, aidx in parts.items():
+        img_idx = _pair_images(recs, aidx, pools[k], rng)
+        noisy = np.stack([
+            add_noise_snr(waves[i], audio_snr_db, _noise_rng(seed, recs[i].id), int(lengths[i])) for i in aidx
+        ])
+        raw[k] = (pca.transform(images[img_idx] / 255.0), spectrogram(noisy), aidx, img_idx)
+    splits = _standardised_splits(raw, recs)
+    info = {"pca_components": pca.n_components, "image_energy": image_energy, "audio_snr_db": audio_snr_db,
+            "val_speaker": val_speaker,
+            "n_train": len(splits["train"]), "n_val": len(splits["val"]), "n_test": len(splits["test"])}
+    return Fold(test_speaker, splits["train"], splits["val"], splits["test"], info)
 
-    # audio indices per split
+
+def _val_speaker(speakers: list[str], test_speaker: str, val_mode: str, rec_dir: Path) -> str | None:
+    """The validation speaker (the next one after `test_speaker`, cyclically), or None for "random"."""
+    if val_mode == "random":
+        return None
+    if val_mode != "speaker":
+        raise DataError(f"unknown val_mode {val_mode!r}; use 'speaker' or 'random'")
+    if len(speakers) < 3:
+        raise DataError(f"val_mode 'speaker' needs at least 3 FSDD speakers in {rec_dir}, found "
+                        f"{len(speakers)}; add recordings or use val_mode 'random'")
+    return speakers[(speakers.index(test_speaker) + 1) % len(speakers)]
+
+
+def _keep_mask(recs: Sequence[Recording], limit_per_digit: int | None) -> np.ndarray:
+    """Bool per recording: at most `limit_per_digit` recordings per (speaker, digit), in id order."""
     keep = np.ones(len(recs), bool)
     if limit_per_digit is not None:
         seen: dict[tuple[str, int], int] = {}
@@ -365,16 +399,18 @@ def make_fold(
             key = (r.speaker, r.digit)
             seen[key] = seen.get(key, 0) + 1
             keep[i] = seen[key] <= limit_per_digit
+    return keep
+
+
+def _audio_parts(
+    recs: Sequence[Recording], keep: np.ndarray, speakers: list[str], test_speaker: str,
+    val_speaker: str | None, val_fraction: float, rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Recording indices of train / val / test (sorted): test = `test_speaker`; val = `val_speaker`,
+    or (None) a stratified `val_fraction` per (speaker, digit) of the other speakers."""
     test_idx = [i for i, r in enumerate(recs) if keep[i] and r.speaker == test_speaker]
-    train_idx, val_idx = [], []
-    val_speaker = None
-    if val_mode == "speaker":
-        if len(speakers) < 3:
-            raise DataError(f"val_mode 'speaker' needs at least 3 FSDD speakers in {rec_dir}, found "
-                            f"{len(speakers)}; add recordings or use val_mode 'random'")
-        val_speaker = speakers[(speakers.index(test_speaker) + 1) % len(speakers)]
-    elif val_mode != "random":
-        raise DataError(f"unknown val_mode {val_mode!r}; use 'speaker' or 'random'")
+    train_idx: list[int] = []
+    val_idx: list[int] = []
     for sp in speakers:
         if sp == test_speaker:
             continue
@@ -388,10 +424,15 @@ def make_fold(
             n_val = round(len(idx) * val_fraction)
             val_idx += idx[:n_val].tolist()
             train_idx += idx[n_val:].tolist()
-    parts = {"train": np.array(sorted(train_idx)), "val": np.array(sorted(val_idx)),
-             "test": np.array(sorted(test_idx))}
+    return {"train": np.array(sorted(train_idx)), "val": np.array(sorted(val_idx)),
+            "test": np.array(sorted(test_idx))}
 
-    # disjoint image pools per class, sized in proportion to the audio splits
+
+def _image_pools(
+    ilabels: np.ndarray, recs: Sequence[Recording], parts: dict[str, np.ndarray], rng: np.random.Generator,
+    mnist_dir: Path,
+) -> dict[str, dict[int, np.ndarray]]:
+    """Disjoint MNIST image indices per (split, digit), sized in proportion to the audio splits."""
     counts = {k: np.bincount([recs[i].digit for i in v], minlength=10) for k, v in parts.items()}
     pools: dict[str, dict[int, np.ndarray]] = {k: {} for k in parts}
     for d in range(10):
@@ -402,7 +443,7 @@ def make_fold(
         if total == 0:
             continue
         if len(idx) < 3:
-            raise DataError(f"MNIST in {data_dir / 'mnist'} has only {len(idx)} images of digit {d}; "
+            raise DataError(f"MNIST in {mnist_dir} has only {len(idx)} images of digit {d}; "
                             f"need at least 3 to split disjointly; {MNIST_HINT}")
         # share images proportionally; each split gets >= 1 image if it has audio
         sizes = {k: max(1 if need[k] else 0, int(len(idx) * need[k] / total)) for k in parts}
@@ -410,41 +451,39 @@ def make_fold(
         for k in ("test", "val", "train"):
             pools[k][d] = idx[start:start + sizes[k]]
             start += sizes[k]
+    return pools
 
-    # weakening: PCA on the training image pool only
-    train_pool = np.concatenate([p for p in pools["train"].values()])
-    pca = PCAWeakener(image_energy).fit(images[train_pool] / 255.0)
 
-    out = {}
-    for k, aidx in parts.items():
-        img_idx = np.empty(len(aidx), np.int64)
-        for d in range(10):
-            where = np.flatnonzero([recs[i].digit == d for i in aidx])
-            if len(where) == 0:
-                continue
-            pool = pools[k][d]
-            order = np.concatenate([rng.permutation(pool) for _ in range(len(where) // len(pool) + 1)])
-            img_idx[where] = order[: len(where)]
-        noisy = np.stack([
-            add_noise_snr(waves[i], audio_snr_db, _noise_rng(seed, recs[i].id), int(lengths[i])) for i in aidx
-        ])
-        out[k] = (pca.transform(images[img_idx] / 255.0), spectrogram(noisy), aidx, img_idx)
+def _pair_images(
+    recs: Sequence[Recording], aidx: np.ndarray, pool: dict[int, np.ndarray], rng: np.random.Generator
+) -> np.ndarray:
+    """An image of the same digit for every recording in `aidx`: the split's pool, shuffled, cycled."""
+    img_idx = np.empty(len(aidx), np.int64)
+    for d in range(10):
+        where = np.flatnonzero([recs[i].digit == d for i in aidx])
+        if len(where) == 0:
+            continue
+        order = np.concatenate([rng.permutation(pool[d]) for _ in range(len(where) // len(pool[d]) + 1)])
+        img_idx[where] = order[: len(where)]
+    return img_idx
 
-    # standardise with train statistics
-    im_mu, im_sd = float(out["train"][0].mean()), float(out["train"][0].std()) + 1e-6
-    au_mu, au_sd = float(out["train"][1].mean()), float(out["train"][1].std()) + 1e-6
+
+def _standardised_splits(
+    raw: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], recs: Sequence[Recording]
+) -> dict[str, Split]:
+    """`Split`s from (images, spectrograms, recording indices, image indices), standardised with the
+    training split's mean and standard deviation (one per modality)."""
+    im_mu, im_sd = float(raw["train"][0].mean()), float(raw["train"][0].std()) + 1e-6
+    au_mu, au_sd = float(raw["train"][1].mean()), float(raw["train"][1].std()) + 1e-6
     splits = {}
-    for k, (im, au, aidx, img_idx) in out.items():
+    for k, (im, au, aidx, img_idx) in raw.items():
         splits[k] = Split(
             image=torch.from_numpy((im - im_mu) / im_sd).float().unsqueeze(1),
             audio=torch.from_numpy((au - au_mu) / au_sd).float().unsqueeze(1),
             label=torch.tensor([recs[i].digit for i in aidx], dtype=torch.long),
             ids=[f"{recs[i].id}|mnist{j}" for i, j in zip(aidx, img_idx)],
         )
-    info = {"pca_components": pca.n_components, "image_energy": image_energy, "audio_snr_db": audio_snr_db,
-            "val_speaker": val_speaker,
-            "n_train": len(splits["train"]), "n_val": len(splits["val"]), "n_test": len(splits["test"])}
-    return Fold(test_speaker, splits["train"], splits["val"], splits["test"], info)
+    return splits
 
 
 def speakers(data_dir: Path) -> list[str]:
