@@ -241,3 +241,20 @@ def test_cuda_matches_cpu(name):
     got.backward()
     torch.testing.assert_close(got.cpu(), ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(b.grad.cpu(), a.grad, rtol=1e-3, atol=1e-5)
+
+
+def test_mutual_kd_numpy_and_gradients_into_both():
+    T = 3.0
+    for shape in ((6, 5), (2, 4, 3, 5)):  # vectors; dense: averaged over pixels too
+        s, t = _rand(*shape, seed=11), _rand(*shape, seed=12)
+        S = torch.tensor(s).float().requires_grad_()
+        Tt = torch.tensor(t).float().requires_grad_()
+        val = K.mutual_kd(S, Tt, T)
+        assert val.item() == pytest.approx(_np_kd(s, t, T).mean(), rel=1e-5)
+        val.backward()
+        assert S.grad.abs().sum() > 0 and Tt.grad.abs().sum() > 0  # kd_kl would leave Tt.grad None
+    # golden value: uniform student vs one-hot-ish teacher at T = 1 is KL(softmax(t) || U)
+    s0, t0 = torch.zeros(2, 3), torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+    assert K.mutual_kd(s0, t0, 1.0).item() == pytest.approx(0.1232844595, rel=1e-6)
+    with pytest.raises(ConfigError):
+        K.mutual_kd(s0, t0, 0.0)

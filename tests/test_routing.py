@@ -69,6 +69,24 @@ def test_load_balance_kl_vs_scipy():
     assert Rt.load_balance_kl(onehot).item() == pytest.approx(np.log(4), rel=1e-6)
 
 
+def test_load_balance_kl_uniform_vs_scipy():
+    p = np_softmax(np.random.default_rng(4).normal(size=(16, 4)) * 2, 1)
+    ref = stats.entropy(np.full(4, 0.25), p.mean(0))  # KL(U || p̄)
+    P = torch.tensor(p).float()
+    assert Rt.load_balance_kl_uniform(P).item() == pytest.approx(ref, rel=1e-5)
+    # MST-Distill's official scaling: nn.KLDivLoss(batchmean) on the K-vector divides by K once more
+    assert Rt.load_balance_kl_uniform(P, per_teacher=True).item() == pytest.approx(ref / 4, rel=1e-5)
+    official = torch.nn.KLDivLoss(reduction="batchmean")(P.mean(0).log(), torch.full((4,), 0.25))
+    torch.testing.assert_close(Rt.load_balance_kl_uniform(P, per_teacher=True), official)
+    # hand-computed: p̄ = (0.75, 0.25) -> ½ (log(0.5/0.75) + log(0.5/0.25)) = 0.143841
+    two = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
+    assert Rt.load_balance_kl_uniform(two).item() == pytest.approx(0.1438410362, rel=1e-6)
+    assert Rt.load_balance_kl_uniform(torch.full((3, 4), 0.25)).item() == pytest.approx(0.0, abs=1e-7)
+    z = (torch.randn(8, 4) * 30).requires_grad_()
+    Rt.load_balance_kl_uniform(Rt.softmax_weights(z)).backward()
+    assert torch.isfinite(z.grad).all()
+
+
 def test_load_balance_cv_vs_scipy():
     p = np_softmax(np.random.default_rng(3).normal(size=(16, 5)), 1)
     imp = p.sum(0)
