@@ -28,7 +28,7 @@ from bench.common import ROOT, Row, Timing, alternate, ratio_row, run_single
 REPO = ROOT.parent
 STEPS = int(os.environ.get("B4_STEPS", "200"))  # per edge; short edges make worker start-up dominate
 COMMON = ["generations=0", "controls.self_training=false", "controls.seed_ensemble=false", "graph.two_hop=false",
-          f"edge.steps={STEPS}", "data.train_scenes=20", "data.test_scenes=4", "data.views_per_scene=5",
+          f"edge.max_steps={STEPS}", "data.train_scenes=20", "data.test_scenes=4", "data.views_per_scene=5",
           "example_frames=0", "data.workers=0"]
 SIDES = {
     "ours": (["executor.backend=process", "executor.workers=2", "executor.threads_per_worker=1"], "1"),

@@ -108,7 +108,7 @@ def ngc_config() -> Any:
              "normals": NodeConfig(kind="continuous", channels=3, loss="cosine", metric="normals"),
              "semantic": NodeConfig(kind="categorical", channels=NGC_CLASSES, loss="ce", metric="semantic")}
     return Config(name="b6-ngc", nodes=nodes, labelled_fraction=0.1,
-                  edge={"steps": 1, "batch_size": 4, "width": 4, "depth": 2, "predict_batch": 64},
+                  edge={"max_steps": 1, "batch_size": 4, "width": 4, "depth": 2, "predict_batch": 64},
                   consensus={"mask": True, "mask_quantile": 0.7}, executor={"backend": "inline", "workers": 1})
 
 

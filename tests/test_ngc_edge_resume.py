@@ -1,4 +1,9 @@
-"""A killed NGC edge job continues from its `.partial` resume point and ends with the same weights."""
+"""A killed NGC edge job continues from its fit loop's resume point and ends with the same weights.
+
+Edges train with the engine's `fit` (checkpoint folder `<ckpt>.fit/`, resume point `last.pt` every
+`edge.ckpt_every` steps); the kill point inside an edge is the fit loop's `fit/step` (it was
+`ngc/edge_step` when edges had their own loop).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from multiteacher import killpoints
 from multiteacher.recipes.ngc import edges as E
 from multiteacher.recipes.ngc.config import EdgeFitConfig, default_nodes
 
@@ -26,7 +32,7 @@ def _spec(tmp: Path, name: str, every: int) -> dict[str, Any]:
     np.save(tmp / "depth.npy", depth)
     ref = {"rgb": {"path": str(tmp / "rgb.npy"), "layout": "label"},
            "depth": {"path": str(tmp / "depth.npy"), "layout": "label"}}
-    fit = EdgeFitConfig(steps=7, batch_size=4, width=4, depth=2, checkpoint_every=every).model_dump()
+    fit = EdgeFitConfig(max_steps=7, batch_size=4, width=4, depth=2, ckpt_every=every).model_dump()
     return {
         "id": name, "inputs": [{"node": "rgb", "train": ref["rgb"], "test": ref["rgb"]}],
         "target": {"node": "depth", **ref["depth"]},
@@ -37,44 +43,85 @@ def _spec(tmp: Path, name: str, every: int) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("kill_after", [1, 2, 5, 6])
+def _kill_at(monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    def die() -> None:
+        raise Killed
+
+    monkeypatch.setattr(killpoints, "_die", die)
+    monkeypatch.setenv("MULTITEACHER_KILL_AT", point)
+    killpoints.reset()
+
+
+def _weights(spec: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return torch.load(spec["ckpt"], weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("kill_after", [1, 2, 3, 6, 7])
 def test_killed_edge_resumes_mid_edge_bit_for_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   kill_after: int) -> None:
     ref = _spec(tmp_path, "ref", every=2)
-    ref_out = E.train_edge(ref)
+    ref_out = E.edge_job(ref)
     spec = _spec(tmp_path, "killed", every=2)
-    hits = {"n": 0}
-
-    def die(name: str) -> None:
-        if name == "ngc/edge_step":
-            hits["n"] += 1
-            if hits["n"] == kill_after:
-                raise Killed
-
-    monkeypatch.setattr(E, "killpoint", die)
+    _kill_at(monkeypatch, f"fit/step@{kill_after}")
     with pytest.raises(Killed):
-        E.train_edge(spec)
-    partial = Path(spec["ckpt"] + ".partial")
-    assert partial.exists() == (kill_after >= 2)  # resume points after steps 2, 4, 6 (not the last, 7)
-    if partial.exists():
-        assert torch.load(partial, weights_only=True)["step"] == kill_after // 2 * 2
-    steps_run: list[str] = []
-    monkeypatch.setattr(E, "killpoint", lambda name: steps_run.append(name) if name == "ngc/edge_step" else None)
-    out = E.train_edge(spec)
-    assert not out["skipped"] and not partial.exists()
-    assert len(steps_run) == 7 - kill_after // 2 * 2  # it continued from the resume point, not from step 0
+        E.edge_job(spec)
+    # fit/step fires after each step, before that step's checkpoint: resume points after steps 2, 4, 6
+    resume = (kill_after - 1) // 2 * 2
+    last = Path(spec["ckpt"] + ".fit") / "last.pt"
+    assert last.exists() == (resume > 0)
+    if last.exists():
+        assert torch.load(last, weights_only=False)["state"]["step"] == resume
+    _kill_at(monkeypatch, "fit/never")  # counts the steps the second session runs, kills nowhere
+    out = E.edge_job(spec)
+    assert killpoints._hits["fit/step"] == 7 - resume  # continued from the resume point, not from step 0
+    killpoints.reset()
+    assert not out["skipped"] and not last.parent.exists()  # the fit folder is dropped once the edge is done
     assert out["final_loss"] == ref_out["final_loss"]
-    a = torch.load(ref["ckpt"], weights_only=True)["model"]
-    b = torch.load(spec["ckpt"], weights_only=True)["model"]
+    a, b = _weights(ref), _weights(spec)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert np.array_equal(np.load(ref["pred_test"]), np.load(spec["pred_test"]))
 
 
-def test_checkpoint_every_zero_writes_no_resume_point_and_trains_the_same(tmp_path: Path) -> None:
-    ref, plain = _spec(tmp_path, "ref", every=2), _spec(tmp_path, "plain", every=0)
-    E.train_edge(ref)
-    E.train_edge(plain)
-    assert not Path(plain["ckpt"] + ".partial").exists()
-    a = torch.load(ref["ckpt"], weights_only=True)["model"]
-    c = torch.load(plain["ckpt"], weights_only=True)["model"]
+def test_killed_after_the_fit_reuses_its_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = _spec(tmp_path, "ref", every=2)
+    E.edge_job(ref)
+    spec = _spec(tmp_path, "killed", every=2)
+    _kill_at(monkeypatch, "ngc/edge_trained")
+    with pytest.raises(Killed):
+        E.edge_job(spec)
+    assert (Path(spec["ckpt"] + ".fit") / "done.json").exists() and not Path(spec["ckpt"]).exists()
+    _kill_at(monkeypatch, "fit/never")
+    E.edge_job(spec)
+    assert killpoints._hits["fit/step"] == 0  # no step trained again
+    killpoints.reset()
+    a, b = _weights(ref), _weights(spec)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert np.array_equal(np.load(ref["pred_train"]), np.load(spec["pred_train"]))
+
+
+def test_ckpt_every_zero_writes_no_resume_point_and_trains_the_same(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = _spec(tmp_path, "ref", every=2)
+    E.edge_job(ref)
+    plain = _spec(tmp_path, "plain", every=0)
+    _kill_at(monkeypatch, "fit/step@7")
+    with pytest.raises(Killed):
+        E.edge_job(plain)
+    assert not (Path(plain["ckpt"] + ".fit") / "last.pt").exists()  # every=2 would have one from step 6
+    _kill_at(monkeypatch, "fit/never")
+    E.edge_job(plain)
+    assert killpoints._hits["fit/step"] == 7  # started over
+    killpoints.reset()
+    a, c = _weights(ref), _weights(plain)
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_edge_batches_follow_the_old_labelled_share_draws() -> None:
+    """The sampler reproduces the old private loop's draws: per step, rng.choice(labelled, n_lab)
+    then rng.choice(unlabelled, B - n_lab) from one default_rng(seed)."""
+    from multiteacher.engine.sampling import MixtureBatchSampler
+
+    lab, unl, bsz, n_lab, steps = np.arange(6), np.arange(6, 12), 4, 2, 5
+    rng = np.random.default_rng(3)
+    old = [np.concatenate([rng.choice(lab, n_lab), rng.choice(unl, bsz - n_lab)]).tolist() for _ in range(steps)]
+    assert MixtureBatchSampler([lab, unl], [n_lab, bsz - n_lab], steps, seed=3).epoch_batches() == old

@@ -29,7 +29,7 @@ def test_ngc_runs_on_an_npz_folder(tmp_path: Path) -> None:
                "depth": {"kind": "continuous", "channels": 1, "metric": "depth"},
                "semantic": {"kind": "categorical", "source": "seg", "channels": 2, "loss": "ce",
                             "metric": "semantic"}},
-        edge={"steps": 10, "batch_size": 4, "width": 4, "depth": 2}, generations=1,
+        edge={"max_steps": 10, "batch_size": 4, "width": 4, "depth": 2}, generations=1,
         controls={"self_training": False, "seed_ensemble": False}, executor={"backend": "inline"},
         example_frames=1,
     )

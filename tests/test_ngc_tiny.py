@@ -62,4 +62,4 @@ def test_resume_gives_same_results_and_jobs_skip(tiny) -> None:
     work = next((cache / "ngc").iterdir())
     spec = {"id": "x", "ckpt": str(spec_ckpt), "pred_train": str(work / "gen0/pred/rgb-to-depth.train.npy"),
             "pred_test": str(work / "gen0/pred/rgb-to-depth.test.npy")}
-    assert E.train_edge(spec) == {"id": "x", "skipped": True}
+    assert E.edge_job(spec) == {"id": "x", "skipped": True}

@@ -24,7 +24,7 @@ from multiteacher.engine.executor import Job, run_jobs
 from multiteacher.errors import ConfigError, DataError
 from multiteacher.metrics import dense
 from multiteacher.recipes.ngc.config import Config
-from multiteacher.recipes.ngc.edges import IGNORE, train_edge, write_npys
+from multiteacher.recipes.ngc.edges import IGNORE, edge_job, write_npys
 from multiteacher.recipes.ngc.graph import Edge, build_edges, direct_id, output_nodes, paths_to
 
 CHUNK = 64  # frames per consensus chunk
@@ -184,7 +184,7 @@ def generation_jobs(c: Ctx, g: int) -> list[Job]:
                       "mask": str(c.pseudo_path(prev, e.target, "mask"))}
         init = str(c.ckpts / prev / f"{e.slug}.pt") if (g and c.cfg.edge.fine_tune) else None
         spec = _spec(c, tag, e.id, inputs, e.target, target, unlabelled=g > 0, init=init)
-        jobs.append(Job(spec["id"], train_edge, {"spec": spec}, deps=deps))
+        jobs.append(Job(spec["id"], edge_job, {"spec": spec}, deps=deps))
     return jobs
 
 
@@ -436,5 +436,5 @@ def direct_jobs(c: Ctx, tag: str, pseudo_tag: str | None, seed_tag: str | None =
                       "mask": str(c.pseudo_path(pseudo_tag, node, "mask"))}
         spec = _spec(c, tag, eid, inputs, node, target, unlabelled=pseudo_tag is not None, init=None,
                      seed_tag=seed_tag)
-        jobs.append(Job(spec["id"], train_edge, {"spec": spec}))
+        jobs.append(Job(spec["id"], edge_job, {"spec": spec}))
     return jobs
