@@ -50,7 +50,7 @@ class LossSpec:
     Args:
         name: canonical name (the function's name, snake_case).
         fn: the pure function.
-        module: the `nn.Module` wrapper; `module(**options)` builds it.
+        module: the `nn.Module` wrapper; `module(**options)` builds it (None: function only).
         family: `ranking` (student scores (B, L) vs targets (B, L)) or `kd` (logits / features).
         targets: what the loss learns from: `labels` (qrels), `teacher_scores`, `none` (the positive
             is column 0), `teacher_logits`, `teacher_features`.
@@ -65,7 +65,7 @@ class LossSpec:
 
     name: str
     fn: Callable[..., Any]
-    module: type[nn.Module]
+    module: type[nn.Module] | None
     family: Family
     targets: Targets
     options: dict[str, Any] = field(default_factory=dict)
@@ -177,6 +177,8 @@ def make_loss(name: str, family: Family | None = None, **options: Any) -> nn.Mod
         0.5
     """
     spec = get_loss(name, family)
+    if spec.module is None:
+        raise ConfigError(f"loss {spec.name!r} has no module form; call get_loss({spec.name!r}).fn instead")
     extra = sorted(set(options) - set(spec.options))
     if extra:
         raise ConfigError(
@@ -219,6 +221,9 @@ _KD = [
     LossSpec("dkd", K.dkd, K.DKDLoss, "kd", "teacher_logits", {"alpha": 1.0, "beta": 8.0, "temperature": 4.0}, (),
              "Decoupled KD (Zhao et al. 2022): alpha TCKD + beta NCKD"),
 ]
+if hasattr(K, "mutual_kd"):  # co-training KD (MST-Distill), function only
+    _KD.insert(1, LossSpec("mutual_kd", K.mutual_kd, None, "kd", "teacher_logits", {"temperature": 4.0}, (),
+                           "KD between networks trained together (the teacher is not detached)"))
 for _spec in (*_RANKING, *_KD):
     register_loss(_spec)
 
