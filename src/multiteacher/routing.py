@@ -32,19 +32,49 @@ __all__ = [
 
 
 def softmax_weights(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """``softmax(logits / temperature)`` over the teacher dim (last); computed in fp32."""
+    """Routing weights from gate logits: ``softmax(logits / temperature)`` over the teacher dim.
+
+    Soft routing: every teacher gets a share; a lower temperature sharpens the choice. Computed in
+    fp32 and returned in the logits' dtype.
+
+    Args:
+        logits: ``(B, K)`` gate scores.
+        temperature: ``> 0``.
+
+    Returns:
+        ``(B, K)`` weights, rows summing to 1.
+
+    Example:
+        >>> softmax_weights(torch.tensor([[0.0, 0.0]]))
+        tensor([[0.5000, 0.5000]])
+    """
     if temperature <= 0:
         raise ConfigError(f"router temperature must be > 0, got {temperature}")
     return (logits.float() / temperature).softmax(-1).to(logits.dtype)
 
 
 def topk_weights(logits: Tensor, k: int, temperature: float = 1.0, hard: bool = False) -> tuple[Tensor, Tensor]:
-    """Top-k routing; returns ``(weights (B, K), indices (B, k))``.
+    """Top-k routing: each instance goes to its k highest-scoring teachers.
 
     Soft: softmax over the k largest logits only (others get weight 0), renormalised to sum 1;
-    gradients reach the selected logits. Hard: forward weights are exactly ``1/k`` on the selected
-    teachers (``k = 1``: one-hot); backward uses the straight-through estimator through the full
-    softmax (``w_hard + p - p.detach()``). Ties in the logits go to the lower index.
+    gradients reach the selected logits. Hard: forward weights are ``1/k`` on the selected teachers
+    (``k = 1``: one-hot; up to float rounding of ``p - p.detach()``); backward uses the
+    straight-through estimator through the full softmax (``w_hard + p - p.detach()``). Ties in the
+    logits go to the lower index.
+
+    Args:
+        logits: ``(B, K)`` gate scores.
+        k: teachers per instance, ``1 <= k <= K``.
+        temperature: ``> 0``.
+        hard: straight-through k-hot weights instead of the renormalised softmax.
+
+    Returns:
+        ``(weights (B, K), indices (B, k))``.
+
+    Example:
+        >>> w, idx = topk_weights(torch.tensor([[0.1, 2.0, 1.0]]), k=1, hard=True)
+        >>> w.round(decimals=4).tolist(), idx.tolist()
+        ([[0.0, 1.0, 0.0]], [[1]])
     """
     K = logits.shape[-1]
     if not 1 <= k <= K:
@@ -65,10 +95,22 @@ def topk_weights(logits: Tensor, k: int, temperature: float = 1.0, hard: bool = 
 
 
 def load_balance_kl(probs: Tensor, mask: Tensor | None = None, eps: float = 1e-12) -> Tensor:
-    """``KL(p̄ || U) = Σ_k p̄_k log(K p̄_k)`` with ``p̄`` the batch-mean routing distribution.
+    """Load-balance loss ``KL(p̄ || U) = Σ_k p̄_k log(K p̄_k)``, ``p̄`` the batch-mean routing distribution.
 
     Zero when teachers are used equally on average; ``log K`` when one teacher takes everything.
-    ``mask`` (B,) selects the rows that count.
+    Added to a router's loss, it keeps the router from collapsing onto one teacher.
+
+    Args:
+        probs: ``(B, K)`` routing probabilities (rows sum to 1).
+        mask: ``(B,)`` bool, the rows that count (None: all).
+        eps: floor for ``p̄`` inside the log.
+
+    Returns:
+        A scalar tensor (fp32).
+
+    Example:
+        >>> round(load_balance_kl(torch.tensor([[1.0, 0.0], [1.0, 0.0]])).item(), 4)  # log 2
+        0.6931
     """
     p = probs.float()
     if mask is not None:
@@ -107,10 +149,22 @@ def load_balance_kl_uniform(probs: Tensor, per_teacher: bool = False, eps: float
 
 
 def load_balance_cv(probs: Tensor, squared: bool = True, eps: float = 1e-10) -> Tensor:
-    """Coefficient of variation of per-teacher importance ``I_k = Σ_b p_{b,k}``: ``std(I) / mean(I)``.
+    """Load-balance loss: coefficient of variation of per-teacher importance ``I_k = Σ_b p_{b,k}``.
 
-    Population std (ddof = 0), as ``scipy.stats.variation``; ``squared=True`` returns CV² as in
-    Shazeer et al. (2017). Zero for perfectly balanced routing.
+    ``std(I) / mean(I)`` with the population std (ddof = 0), as ``scipy.stats.variation``;
+    ``squared=True`` returns CV² as in Shazeer et al. (2017). Zero for perfectly balanced routing.
+
+    Args:
+        probs: ``(B, K)`` routing probabilities.
+        squared: return CV² (the usual auxiliary loss) instead of CV.
+        eps: stabiliser of the division.
+
+    Returns:
+        A scalar tensor (fp32); 0 for a single teacher.
+
+    Example:
+        >>> round(load_balance_cv(torch.tensor([[1.0, 0.0], [1.0, 0.0]])).item(), 4)  # I = (2, 0)
+        1.0
     """
     imp = probs.float().sum(0)
     if imp.numel() < 2:
@@ -121,11 +175,21 @@ def load_balance_cv(probs: Tensor, squared: bool = True, eps: float = 1e-10) -> 
 
 
 def routing_stats(probs: Tensor, names: list[str] | None = None) -> dict:
-    """Per-teacher usage for reports (plain floats): argmax share, mean weight, mean entropy.
+    """Per-teacher usage of a router, for reports (plain floats): argmax share, mean weight, entropy.
 
-    Returns ``{"usage": {name: share}, "mean_weight": {name: w}, "entropy": H, "n": B}`` where
-    ``usage`` is the fraction of instances whose top teacher is k, ``entropy`` the mean routing
-    entropy in nats.
+    Args:
+        probs: ``(B, K)`` routing probabilities.
+        names: the K teacher names (default ``teacher0..``).
+
+    Returns:
+        ``{"usage": {name: share}, "mean_weight": {name: w}, "entropy": H, "n": B}`` where ``usage``
+        is the fraction of instances whose top teacher is that one, ``entropy`` the mean routing
+        entropy in nats.
+
+    Example:
+        >>> usage = routing_stats(torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), ["a", "b"])["usage"]
+        >>> {k: round(v, 3) for k, v in usage.items()}
+        {'a': 0.667, 'b': 0.333}
     """
     p = probs.detach().float()
     B, K = p.shape
@@ -144,7 +208,21 @@ def routing_stats(probs: Tensor, names: list[str] | None = None) -> dict:
 
 
 class RouterOutput(NamedTuple):
-    """``logits`` (B, K) raw gate scores; ``weights`` (B, K) routing weights; ``indices`` (B, k) or None."""
+    """What a :class:`Router` returns for one batch.
+
+    Args:
+        logits: ``(B, K)`` raw gate scores.
+        weights: ``(B, K)`` routing weights (rows sum to 1).
+        indices: ``(B, k)`` selected teachers with top-k routing, else None.
+
+    Returns:
+        A named tuple ``(logits, weights, indices)``.
+
+    Example:
+        >>> out = Router(3, in_features=4)(torch.zeros(2, 4))
+        >>> out.weights.shape, out.indices is None
+        (torch.Size([2, 3]), True)
+    """
 
     logits: Tensor
     weights: Tensor
@@ -152,12 +230,30 @@ class RouterOutput(NamedTuple):
 
 
 class Router(nn.Module):
-    """Instance-level gate over ``num_teachers`` teachers.
+    """Instance-level gate over ``num_teachers`` teachers: which teacher(s) each instance learns from.
 
     Vector inputs ``(B, D)`` (``in_features=D``): MLP ``D -> hidden -> K``.
-    Dense inputs ``(B, C, H, W)`` (``in_channels=C``): 3×3 conv -> ReLU -> global average pool -> linear.
-    Output weights: softmax with ``temperature``; with ``top_k`` set, :func:`topk_weights`
-    (``hard`` = straight-through k-hot).
+    Dense inputs ``(B, C, H, W)`` (``in_channels=C``): 3×3 conv -> ReLU -> global average pool -> linear,
+    so a whole image is routed. Output weights: softmax with ``temperature``; with ``top_k`` set,
+    :func:`topk_weights` (``hard`` = straight-through k-hot).
+
+    Args:
+        num_teachers: K.
+        in_features: width D of vector inputs (exclusive with ``in_channels``).
+        in_channels: channels C of dense inputs (exclusive with ``in_features``).
+        hidden: hidden width (MLP) or conv channels.
+        temperature: softmax temperature, ``> 0``.
+        top_k: route each instance to its k best teachers (None: soft weights over all).
+        hard: straight-through k-hot weights with ``top_k``.
+
+    Returns:
+        A module; ``router(x)`` returns a :class:`RouterOutput` ``(logits, weights, indices)``.
+
+    Example:
+        >>> router = Router(4, in_features=10, top_k=1, hard=True)
+        >>> out = router(torch.randn(8, 10))
+        >>> torch.allclose(out.weights.sum(1), torch.ones(8)), out.indices.shape
+        (True, torch.Size([8, 1]))
     """
 
     def __init__(

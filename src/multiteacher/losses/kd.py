@@ -86,10 +86,28 @@ def kd_kl(
 ) -> Tensor:
     """Hinton KD: ``T² · KL(softmax(t/T) || softmax(s/T))``, summed over classes.
 
+    The student matches the teacher's softened distribution; the teacher is detached. The T²
+    factor keeps gradient magnitudes comparable across temperatures (Hinton et al. 2015).
     ``reduction="mean"`` averages over positions: for ``(B, C)`` that is PyTorch's ``batchmean``;
     for dense ``(B, C, H, W)`` it divides by ``B·H·W`` (the per-pixel KD of semantic segmentation),
-    or by the number of valid positions when ``target``/``ignore_index`` or a ``mask`` (B, H, W)
-    excludes some. ``"none"`` returns ``(B, *spatial)``.
+    or by the number of valid positions when ``target``/``ignore_index`` or a ``mask`` excludes some.
+
+    Args:
+        student_logits: ``(B, C, ...)`` student logits.
+        teacher_logits: ``(B, C, ...)`` teacher logits (same shape; detached).
+        temperature: softening temperature ``T > 0``.
+        target: ``(B, ...)`` hard labels; only used with ``ignore_index``.
+        ignore_index: label value in ``target`` whose positions do not count.
+        mask: ``(B, ...)`` bool, positions that count.
+        reduction: ``"mean"`` (over counted positions), ``"sum"`` or ``"none"`` (``(B, ...)``).
+
+    Returns:
+        A scalar tensor (fp32), or per-position losses for ``reduction="none"``.
+
+    Example:
+        >>> s, t = torch.zeros(2, 3), torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+        >>> round(kd_kl(s, t, temperature=1.0).item(), 4)  # KL(softmax(t) || uniform)
+        0.1233
     """
     _check_T(temperature)
     if student_logits.shape != teacher_logits.shape:
@@ -143,12 +161,35 @@ def multi_teacher_kd(
     mask: Tensor | None = None,
     reduction: str = "mean",
 ) -> Tensor:
-    """KD from K teachers ``teacher_logits`` (B, K, C, ...).
+    """KD from K teachers at once, from their weighted mixture or from one chosen teacher per sample.
 
     Mixture (default): ``T² · KL(Σ_k w̃_k softmax(t_k/T) || softmax(s/T))`` with ``w̃`` the weights
-    normalised to sum 1 (``weights`` (K,) or per-sample (B, K); uniform if None).
-    Selection: ``select`` (B,) long picks one teacher per sample (e.g. a router's argmax) and the
-    loss is :func:`kd_kl` against it. Reduction as in :func:`kd_kl`.
+    normalised to sum 1 (uniform if None: the average of the teachers' distributions, as AvER).
+    Selection: ``select`` picks one teacher per sample (e.g. a router's argmax) and the loss is
+    :func:`kd_kl` against it. Teacher axis second, as everywhere in the engine (`TeacherPool.predict`).
+
+    Args:
+        student_logits: ``(B, C, ...)`` student logits.
+        teacher_logits: ``(B, K, C, ...)`` logits of K teachers (detached).
+        temperature: softening temperature ``T > 0``.
+        weights: ``(K,)`` or per-sample ``(B, K)`` non-negative teacher weights (e.g. router probs).
+        select: ``(B,)`` long, the teacher index per sample (exclusive with ``weights``).
+        target: ``(B, ...)`` hard labels; only used with ``ignore_index``.
+        ignore_index: label value in ``target`` whose positions do not count.
+        mask: ``(B, ...)`` bool, positions that count.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``, as in :func:`kd_kl`.
+
+    Returns:
+        A scalar tensor (fp32), or per-position losses for ``reduction="none"``.
+
+    Example:
+        >>> s = torch.zeros(2, 3)
+        >>> t = torch.stack([torch.eye(3)[:2] * 4, -torch.eye(3)[:2] * 4], 1)  # (B=2, K=2, C=3)
+        >>> mix = multi_teacher_kd(s, t, 1.0, weights=torch.tensor([1.0, 0.0]))  # all weight on teacher 0
+        >>> bool(torch.isclose(mix, kd_kl(s, t[:, 0], 1.0)))
+        True
+        >>> bool(torch.isclose(multi_teacher_kd(s, t, 1.0, select=torch.tensor([1, 1])), kd_kl(s, t[:, 1], 1.0)))
+        True
     """
     _check_T(temperature)
     if teacher_logits.ndim != student_logits.ndim + 1:
@@ -189,10 +230,23 @@ def multi_teacher_kd(
 def fitnet(student_feat: Tensor, teacher_feat: Tensor, mask: Tensor | None = None, reduction: str = "mean") -> Tensor:
     """FitNet hint loss: mean squared error ``mean((f_s - f_t)²)`` over all elements.
 
-    ``student_feat`` must already be projected to the teacher's shape (see :class:`FitNetLoss`).
-    ``mask`` (B, *spatial) restricts the mean to valid positions (all channels of a position count).
-    Romero et al. use ``½‖·‖²``; we use the mean (as torchdistill's ``FitNetLoss`` default), which
-    only rescales the loss weight.
+    The student's intermediate features imitate the teacher's (Romero et al. 2015). Romero et al.
+    use ``½‖·‖²``; we use the mean (as torchdistill's ``FitNetLoss`` default), which only rescales
+    the loss weight. The teacher features are detached.
+
+    Args:
+        student_feat: ``(B, D)`` or ``(B, C, H, W)`` features, already projected to the teacher's
+            shape (see :class:`FitNetLoss`).
+        teacher_feat: teacher features of the same shape.
+        mask: ``(B, *spatial)`` bool; restricts the mean to valid positions (all channels count).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        A scalar tensor (fp32), or per-element squared errors for ``reduction="none"``.
+
+    Example:
+        >>> fitnet(torch.zeros(2, 4), torch.ones(2, 4)).item()
+        1.0
     """
     if student_feat.shape != teacher_feat.shape:
         raise ValueError(
@@ -217,11 +271,29 @@ def dkd(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Decoupled KD (Zhao et al., CVPR 2022): ``α · TCKD + β · NCKD``, both × T², batch-mean.
 
-    TCKD = ``KL([p_t^T, 1 - p_t^T] || [p_t^S, 1 - p_t^S])`` (binary target-vs-rest distribution);
-    NCKD = ``KL(p̂^T || p̂^S)`` over the non-target classes renormalised (``p̂_i = p_i / (1 - p_t)``).
-    Logits ``(B, C)``, ``target`` (B,) long. With ``return_parts`` returns per-sample
-    ``(tckd, nckd)`` (B,) each, already × T² (unweighted). Log-space throughout, so it is finite
-    when the target probability saturates.
+    Classic KD equals ``TCKD + (1 - p_t) · NCKD``; decoupling lets the non-target knowledge
+    (NCKD) weigh more when the teacher is confident. TCKD = ``KL([p_t^T, 1 - p_t^T] || [p_t^S,
+    1 - p_t^S])`` (binary target-vs-rest); NCKD = ``KL(p̂^T || p̂^S)`` over the non-target classes
+    renormalised (``p̂_i = p_i / (1 - p_t)``). Log-space throughout, so it is finite when the
+    target probability saturates.
+
+    Args:
+        student_logits: ``(B, C)`` student logits.
+        teacher_logits: ``(B, C)`` teacher logits (detached).
+        target: ``(B,)`` long, the true classes.
+        alpha: weight of TCKD.
+        beta: weight of NCKD.
+        temperature: softening temperature ``T > 0``.
+        return_parts: return the unweighted per-sample parts instead of the loss.
+
+    Returns:
+        A scalar tensor (fp32); with ``return_parts``, ``(tckd, nckd)``, each ``(B,)`` and × T².
+
+    Example:
+        >>> s, t, y = torch.zeros(2, 4), torch.eye(4)[:2] * 3, torch.tensor([0, 1])
+        >>> tckd, nckd = dkd(s, t, y, temperature=1.0, return_parts=True)
+        >>> float(nckd.sum())  # the teacher's non-target classes are uniform, like the student's
+        0.0
     """
     _check_T(temperature)
     if student_logits.ndim != 2:
@@ -252,7 +324,19 @@ def dkd(
 
 
 class KDLoss(nn.Module):
-    """Module form of :func:`kd_kl`."""
+    """Module form of :func:`kd_kl` (fixed temperature and ignore index).
+
+    Args:
+        temperature: softening temperature ``T > 0``.
+        ignore_index: label value whose positions do not count (pass ``target`` to ``forward``).
+
+    Returns:
+        A module; ``loss(student_logits, teacher_logits, target=None)`` returns a scalar tensor.
+
+    Example:
+        >>> KDLoss(temperature=2.0)(torch.zeros(2, 3), torch.zeros(2, 3)).item()
+        0.0
+    """
 
     def __init__(self, temperature: float = 4.0, ignore_index: int | None = None) -> None:
         super().__init__()
@@ -264,7 +348,22 @@ class KDLoss(nn.Module):
 
 
 class MultiTeacherKDLoss(nn.Module):
-    """Module form of :func:`multi_teacher_kd` (fixed ``weights`` (K,) as a buffer, or per call)."""
+    """Module form of :func:`multi_teacher_kd` (fixed ``weights`` (K,) as a buffer, or per call).
+
+    Args:
+        temperature: softening temperature ``T > 0``.
+        weights: ``(K,)`` fixed teacher weights (None: uniform, or given per call).
+        ignore_index: label value whose positions do not count (pass ``target`` to ``forward``).
+
+    Returns:
+        A module; ``loss(student_logits, teacher_logits (B, K, C, ...), weights=, select=, target=)``
+        returns a scalar tensor.
+
+    Example:
+        >>> loss = MultiTeacherKDLoss(temperature=2.0, weights=torch.tensor([3.0, 1.0]))
+        >>> loss(torch.zeros(4, 5), torch.zeros(4, 2, 5)).item()
+        0.0
+    """
 
     def __init__(
         self, temperature: float = 4.0, weights: Tensor | None = None, ignore_index: int | None = None
@@ -289,9 +388,22 @@ class MultiTeacherKDLoss(nn.Module):
 class FitNetLoss(nn.Module):
     """FitNet hint loss with an optional learned projector (student -> teacher width).
 
-    ``kind="conv"``: 1×1 conv for ``(B, C, H, W)`` features; ``"linear"``: linear for ``(B, D)``.
     A projector is created when the widths differ or ``projector=True``; it belongs to the student
     side (its parameters must be in the optimiser).
+
+    Args:
+        student_dim: student feature channels (or width).
+        teacher_dim: teacher feature channels (or width).
+        kind: ``"conv"`` (1×1 conv, ``(B, C, H, W)`` features) or ``"linear"`` (``(B, D)``).
+        projector: force (True) or forbid (False) the projector; None: only when widths differ.
+
+    Returns:
+        A module; ``loss(student_feat, teacher_feat, mask=None)`` returns a scalar tensor.
+
+    Example:
+        >>> loss = FitNetLoss(8, 16, kind="linear")
+        >>> loss(torch.randn(2, 8), torch.randn(2, 16)).shape
+        torch.Size([])
     """
 
     def __init__(self, student_dim: int, teacher_dim: int, kind: str = "conv", projector: bool | None = None) -> None:
@@ -313,7 +425,20 @@ class FitNetLoss(nn.Module):
 
 
 class DKDLoss(nn.Module):
-    """Module form of :func:`dkd`."""
+    """Module form of :func:`dkd`.
+
+    Args:
+        alpha: weight of TCKD.
+        beta: weight of NCKD.
+        temperature: softening temperature ``T > 0``.
+
+    Returns:
+        A module; ``loss(student_logits, teacher_logits, target)`` returns a scalar tensor.
+
+    Example:
+        >>> DKDLoss()(torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor([0, 1])).item()
+        0.0
+    """
 
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> None:
         super().__init__()
