@@ -371,7 +371,7 @@ def _(tmp: Path) -> Any:
 
 @case("scores-file-bad-columns", r"teacher\.tsv:1: expected 'pos_score neg_score qid pos_pid neg_pid', got 4")
 def _(tmp: Path) -> Any:
-    from multiteacher.recipes.rerank.teachers import read_hofstaetter
+    from multiteacher.data.ir import read_hofstaetter
 
     (tmp / "teacher.tsv").write_text("1.0\t0.5\tq1\td1\n")
     return read_hofstaetter(tmp / "teacher.tsv")
@@ -426,9 +426,9 @@ def _(tmp: Path) -> Any:
 
 @case("teacher-model-path-missing", r"teachers\.members\[ce\]\.path = '.*no-model': cannot load the model")
 def _(tmp: Path) -> Any:
-    from multiteacher.recipes.rerank.teachers import EncoderTeacher, TeacherSpec
+    from multiteacher.recipes.rerank.teachers import TeacherSpec, make_teacher
 
-    return EncoderTeacher(TeacherSpec(name="ce", kind="crossencoder", path=str(tmp / "no-model")))
+    return make_teacher(TeacherSpec(name="ce", kind="crossencoder", path=str(tmp / "no-model")), None, None)
 
 
 @case("teacher-precomputed-file-missing", r"precomputed teacher outputs not found: .*logits\.npy")

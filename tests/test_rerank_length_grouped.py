@@ -10,7 +10,7 @@ import torch
 from multiteacher.config import load_config
 from multiteacher.data.ir import IRData
 from multiteacher.recipes.rerank import group_lengths, make_collate
-from multiteacher.recipes.rerank.model import train_wordpiece
+from multiteacher.recipes.rerank.model import build_wordpiece
 from multiteacher.recipes.rerank.sampling import Group
 from multiteacher.runs import execute_run
 from tests.conftest import REPO, require_data
@@ -34,7 +34,7 @@ def tiny_set() -> IRData:
 @pytest.mark.parametrize("max_length", [16, 128])
 def test_group_lengths_are_the_collated_widths(max_length: int) -> None:
     d = tiny_set()
-    tok = train_wordpiece([*d.queries.values(), *d.passages.values()], 300)
+    tok = build_wordpiece([*d.queries.values(), *d.passages.values()], 300)
     lookup = {q: d for q in d.queries}
     groups = [Group(q, (f"d{i}", f"d{(i * 7 + 3) % 20}"), (1.0, 0.0)) for q in d.queries for i in range(0, 20, 3)]
     groups.append(Group("q1", ("d1", "d2", "d3", "d4"), (4.0, 3.0, 2.0, 1.0)))  # a list group

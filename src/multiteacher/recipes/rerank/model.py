@@ -53,7 +53,7 @@ class ModelConfig(StrictModel):
 # ------------------------------------------------------------------------------- tokenizer / config
 
 
-def train_wordpiece(texts: Iterable[str], vocab_size: int = 2000) -> Any:
+def build_wordpiece(texts: Iterable[str], vocab_size: int = 2000) -> Any:
     """A BERT WordPiece tokenizer whose vocabulary is built from `texts`, deterministically.
 
     Vocabulary: special tokens, every character (and its `##` continuation), then the most frequent
@@ -155,7 +155,7 @@ def load_student(cfg: ModelConfig, texts: Iterable[str] | None = None, seed: int
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if cfg.random is not None:
-        tok = train_wordpiece(texts or ["empty"], cfg.random.vocab_size)
+        tok = build_wordpiece(texts or ["empty"], cfg.random.vocab_size)
         tok.model_max_length = cfg.max_length
         conf = tiny_config(cfg.random, tok, max_positions=max(cfg.max_length, 64))
         with torch.random.fork_rng():

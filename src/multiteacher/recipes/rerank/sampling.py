@@ -1,13 +1,14 @@
-"""Training groups for the six objectives, each from its label source (qrels or teacher scores).
+"""Training groups for the objectives, each from its label source (qrels or teacher scores).
 
-A group is one query with a fixed number of passages and one target per passage:
-  - `bce`:       qrels; 1 positive : k negatives, targets 1/0 (pointwise BCE on each pair);
-  - `hinge`:     qrels; (positive, negative), targets 1/0;
-  - `infonce`:   qrels; positive + 7 negatives drawn with replacement from the candidates;
-  - `marginmse`: teacher; (d1, d2) with d1 from the teacher's top `pos_top`, d2 from the rest,
-                 targets = teacher scores (the loss uses the margin);
-  - `ranknet`, `adrmse`, `listnet`: teacher; `list_size` passages drawn without replacement from the
-                 teacher's top `list_from_top`, targets = teacher scores (losses use the order).
+A group is one query with a fixed number of passages and one target per passage; how it is drawn
+is the objective's `groups` (see `objectives.OBJECTIVES`):
+  - `positive_negatives` (bce, hinge, infonce): qrels; 1 positive + k negatives (with replacement
+    from the candidates), targets 1/0;
+  - `teacher_pair` (marginmse): (d1, d2) with d1 from the teacher's top `pos_top`, d2 from the rest,
+    targets = teacher scores (the loss uses the margin);
+  - `teacher_list` (ranknet, adrmse, listnet): `list_size` passages drawn without replacement from the
+    teacher's top `list_from_top`, targets = teacher scores (losses use the order).
+Only passages the teacher scored are drawn (a teacher that did not retrieve a passage has no score).
 Groups are drawn once from a seeded generator, so a resumed run sees the same data.
 """
 
@@ -15,47 +16,61 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
 from multiteacher.config import StrictModel
-
-Objective = Literal["bce", "hinge", "infonce", "marginmse", "ranknet", "adrmse", "listnet"]
-LABEL_SOURCE: dict[str, str] = {
-    "bce": "qrels",
-    "hinge": "qrels",
-    "infonce": "qrels",
-    "marginmse": "teacher",
-    "ranknet": "teacher",
-    "adrmse": "teacher",
-    "listnet": "teacher",
-}
+from multiteacher.recipes.rerank.objectives import LabelSource, get_objective
 
 
 class SamplingConfig(StrictModel):
     """How training groups are drawn."""
 
-    groups_per_query: int = Field(64, ge=1)
-    bce_negatives: int = Field(1, ge=1)  # BCE: 1 positive : k negatives
-    infonce_negatives: int = Field(7, ge=1)
-    pos_min_rel: int = 2  # passage qrels: rel >= 2 is relevant
-    neg_max_rel: int = 0  # a negative is judged <= this or unjudged
-    pos_top: int = Field(10, ge=1)  # MarginMSE: first passage from the teacher's top-k
-    list_size: int = Field(8, ge=2)
-    list_from_top: int = Field(100, ge=2)
-    pairs_per_batch: int | None = Field(None, ge=1)  # if set: fit.batch_size = this // group size
+    groups_per_query: int = Field(64, ge=1, description="Training groups drawn per training query.")
+    bce_negatives: int = Field(1, ge=1, description="BCE: negatives per positive (1 positive : k negatives).")
+    infonce_negatives: int = Field(7, ge=1, description="InfoNCE: negatives per positive.")
+    pos_min_rel: int = Field(2, description="Qrels objectives: a passage judged >= this is a positive.")
+    neg_max_rel: int = Field(0, description="Qrels objectives: a negative is judged <= this, or unjudged.")
+    pos_top: int = Field(10, ge=1, description="MarginMSE: the first passage comes from the teacher's top-k.")
+    list_size: int = Field(8, ge=2, description="Listwise objectives: passages per group.")
+    list_from_top: int = Field(100, ge=2, description="Listwise objectives: draw from the teacher's top-k.")
+    pairs_per_batch: int | None = Field(
+        None, ge=1, description="If set, fit.batch_size = this // group size (equal pairs per step across objectives)."
+    )
 
 
 def group_size(objective: str, cfg: SamplingConfig) -> int:
-    """Passages per training group for `objective`."""
-    return {
-        "bce": 1 + cfg.bce_negatives,
-        "hinge": 2,
-        "infonce": 1 + cfg.infonce_negatives,
-        "marginmse": 2,
-    }.get(objective, cfg.list_size)
+    """Passages per training group for `objective` (see `ObjectiveSpec.group_size`).
+
+    Args:
+        objective: objective name.
+        cfg: the sampling config.
+
+    Returns:
+        The group size.
+
+    Example:
+        >>> group_size("infonce", SamplingConfig())
+        8
+    """
+    return get_objective(objective).group_size(cfg)
+
+
+def label_source(objective: str) -> LabelSource:
+    """Where `objective` gets its labels: `qrels`, `teacher_scores` or `teacher_ranking`.
+
+    Args:
+        objective: objective name.
+
+    Returns:
+        The label source.
+
+    Example:
+        >>> label_source("bce")
+        'qrels'
+    """
+    return get_objective(objective).label_source
 
 
 @dataclass(frozen=True)
@@ -68,7 +83,7 @@ class Group:
 
 
 def _qrels_groups(
-    objective: str,
+    k: int,
     qid: str,
     cands: list[str],
     qrels: Mapping[str, int],
@@ -79,7 +94,6 @@ def _qrels_groups(
     neg = [d for d in cands if qrels.get(d, 0) <= cfg.neg_max_rel]
     if not pos or not neg:
         return []
-    k = {"bce": cfg.bce_negatives, "hinge": 1, "infonce": cfg.infonce_negatives}[objective]
     out = []
     for _ in range(cfg.groups_per_query):
         p = pos[rng.integers(len(pos))]
@@ -89,7 +103,7 @@ def _qrels_groups(
 
 
 def _teacher_groups(
-    objective: str,
+    pair: bool,
     qid: str,
     teacher: Mapping[str, float],
     cfg: SamplingConfig,
@@ -97,7 +111,7 @@ def _teacher_groups(
 ) -> list[Group]:
     ranked = sorted(teacher, key=lambda d: (-teacher[d], d))
     out = []
-    if objective == "marginmse":
+    if pair:
         top, rest = ranked[: cfg.pos_top], ranked[cfg.pos_top :]
         if not rest:
             top, rest = ranked[:1], ranked[1:]
@@ -127,17 +141,38 @@ def build_groups(
     qrels: Mapping[str, Mapping[str, int]] | None = None,
     teacher: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[Group]:
-    """All training groups of `objective` over `qids` (queries without usable labels are skipped)."""
+    """All training groups of `objective` over `qids` (queries without usable labels are skipped).
+
+    Args:
+        objective: objective name (see `objectives.OBJECTIVES`).
+        qids: training queries.
+        candidates: `{qid: {docid: first-stage score}}`.
+        cfg: the sampling config.
+        seed: seed of the group generator.
+        qrels: judgments, for qrels objectives.
+        teacher: `{qid: {docid: score}}` of the training teacher, for teacher objectives; a passage
+            it did not score is never drawn.
+
+    Returns:
+        The groups, query by query.
+
+    Example:
+        >>> build_groups("marginmse", ["q"], {"q": {"a": 2.0, "b": 1.0}}, SamplingConfig(groups_per_query=1),
+        ...              0, teacher={"q": {"a": 1.0, "b": 0.0}})
+        [Group(qid='q', docs=('a', 'b'), targets=(1.0, 0.0))]
+    """
+    spec = get_objective(objective)
     rng = np.random.default_rng(seed)
     out: list[Group] = []
     for q in qids:
         cands = sorted(candidates.get(q, {}), key=lambda d: (-candidates[q][d], d))
-        if LABEL_SOURCE[objective] == "qrels":
+        if not spec.needs_teacher:
             if qrels is None or q not in qrels:
                 continue
-            out += _qrels_groups(objective, q, cands, qrels[q], cfg, rng)
+            out += _qrels_groups(spec.num_negatives(cfg), q, cands, qrels[q], cfg, rng)
         else:
             if teacher is None or q not in teacher:
                 continue
-            out += _teacher_groups(objective, q, {d: teacher[q][d] for d in cands if d in teacher[q]}, cfg, rng)
+            scored = {d: teacher[q][d] for d in cands if d in teacher[q]}
+            out += _teacher_groups(spec.groups == "teacher_pair", q, scored, cfg, rng)
     return out

@@ -25,9 +25,10 @@ from typing import Any
 
 from multiteacher.errors import ConfigError, UserError
 from multiteacher.io import atomic_write_json, atomic_write_text
+from multiteacher.recipes.rerank.objectives import OBJECTIVE_NAMES, PAPER_OBJECTIVES
 from multiteacher.report import mean_std
 
-OBJECTIVES = ["bce", "hinge", "infonce", "marginmse", "ranknet", "adrmse"]
+OBJECTIVES = PAPER_OBJECTIVES  # the sweep's default: the paper's six objectives, from the one registry
 
 
 def run_sweep(
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m multiteacher.recipes.rerank.sweep", description=__doc__.split("\n")[0])
     p.add_argument("config")
     p.add_argument("--out", required=True)
-    p.add_argument("--objectives", nargs="+", default=OBJECTIVES)
+    p.add_argument("--objectives", nargs="+", default=OBJECTIVES, choices=OBJECTIVE_NAMES)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
     p.add_argument("--data-dir")

@@ -1,45 +1,49 @@
-"""Ranking teachers: score files, TREC runs, BM25, live bi-encoders; scored once into the cache.
+"""Which teachers the rerank recipe uses (from its config), as engine teachers, and how they are combined.
 
-Every teacher gives a run `{qid: {docid: score}}` over a set's candidates:
-  - `run`: a TREC run file of the set (BM25's own `bm25.run`, or the dl19 LLM orderings), by score
-    or by rank (score = minus rank, for listwise orderings);
-  - `scores`: a score file in Hofstätter's format (`pos_score neg_score qid pos_pid neg_pid`, TSV);
-  - `biencoder`: a sentence-transformers style encoder folder (mean-pooled, L2-normalised cosine),
-    scored live in batches through the teacher cache, so every later run reuses the scores;
-  - `crossencoder`: any `AutoModelForSequenceClassification` folder (one logit), likewise cached.
-Teachers are fused per query (`fusion.fuse`); LLM orderings serve as listwise teachers where present.
+Recipe glue only: each `teachers.members` entry becomes an engine `Teacher`
+(`multiteacher.teachers.text`): `run` (a TREC run of the set, by score or by rank) and `scores`
+(a Hofstätter score file) are `RunTeacher`s; `biencoder` / `crossencoder` are live encoders. Every
+teacher scores each set's candidate pairs once into the teacher cache (`cached_run`); a teacher that
+did not retrieve a candidate has no score for it. Members are fused per query by the engine's
+consensus op (`consensus.fuse_scores` via `data.ir.fuse_runs`); LLM orderings named in
+`listwise_runs` serve as listwise teachers where the set has them (fused by RRF when several).
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-from collections.abc import Sequence
+import itertools
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from pydantic import Field, model_validator
 
 from multiteacher.config import StrictModel
-from multiteacher.data.ir import IRData, read_trec_run, read_trec_run_ranks
+from multiteacher.consensus import FUSION_METHODS
+from multiteacher.data.ir import IRData, fuse_runs, hofstaetter_run
 from multiteacher.errors import ConfigError, DataError
-from multiteacher.recipes.rerank import fusion
+from multiteacher.io import sha256_file
+from multiteacher.teachers.base import fingerprint_obj
+from multiteacher.teachers.text import BiEncoderTeacher, CrossEncoderTeacher, RunTeacher, cached_run
 
 Run = dict[str, dict[str, float]]
+Fusion = Literal[FUSION_METHODS]  # type: ignore[valid-type]  # generated from the engine's combiners
 
 
 class TeacherSpec(StrictModel):
     """One teacher: where its scores come from."""
 
-    name: str
-    kind: Literal["run", "scores", "biencoder", "crossencoder"]
-    file: str | None = None  # run / scores: file name inside the set's folder, or a path
-    by: Literal["score", "rank"] = "score"  # run: use the score column or minus the rank
-    path: str | None = None  # biencoder / crossencoder: model folder or hub name
-    max_length: int = Field(256, ge=8)
-    batch_size: int = Field(64, ge=1)
-    weight: float = Field(1.0, ge=0)
+    name: str = Field(..., description="Teacher name (unique; rows and logs say `teacher:<name>`).")
+    kind: Literal["run", "scores", "biencoder", "crossencoder"] = Field(
+        ...,
+        description="`run`: a TREC run of the set; `scores`: a Hofstätter score file; `biencoder` / `crossencoder`: "
+        "a model folder or hub name, scored live once into the teacher cache.",
+    )
+    file: str | None = Field(None, description="run / scores: file name inside the set's folder, or a path.")
+    by: Literal["score", "rank"] = Field("score", description="run: use the score column, or minus the rank.")
+    path: str | None = Field(None, description="biencoder / crossencoder: model folder or hub name.")
+    max_length: int = Field(256, ge=8, description="biencoder / crossencoder: tokens per text (pair).")
+    batch_size: int = Field(64, ge=1, description="biencoder / crossencoder: pairs per forward pass.")
+    weight: float = Field(1.0, ge=0, description="Weight in the fused teacher (unless tune_weights).")
 
     @model_validator(mode="after")
     def _needs(self) -> TeacherSpec:
@@ -53,219 +57,152 @@ class TeacherSpec(StrictModel):
 class TeachersConfig(StrictModel):
     """The teacher ensemble and how it is fused per query."""
 
-    members: list[TeacherSpec] = Field(default_factory=list)
-    fusion: Literal["zscore", "minmax", "rrf"] = "zscore"
-    # choose the members' weights on the validation queries (grid over `weight_grid`, by val nDCG@10)
-    tune_weights: bool = False
-    weight_grid: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])
-    rrf_k: float = Field(60.0, gt=0)
-    # listwise teachers used instead of the fused ensemble on the sets that have these run files
-    # (fold B: the dl19 LLM orderings, fused by RRF when there are several)
-    listwise_runs: list[str] = Field(default_factory=list)
-    device: str = "cpu"
+    members: list[TeacherSpec] = Field(default_factory=list, description="The teachers fused into one.")
+    fusion: Fusion = Field(  # type: ignore[valid-type]
+        "zscore", description="Per-query combiner (`consensus.fuse_scores`): zscore | minmax mean, or rrf."
+    )
+    tune_weights: bool = Field(
+        False, description="Choose the members' weights on the validation queries (grid search by val nDCG@10)."
+    )
+    weight_grid: list[float] = Field(
+        default_factory=lambda: [0.0, 0.5, 1.0, 2.0], description="Weights tried per member when tune_weights."
+    )
+    rrf_k: float = Field(60.0, gt=0, description="Reciprocal-rank fusion's rank offset k.")
+    listwise_runs: list[str] = Field(
+        default_factory=list,
+        description="LLM orderings (run names of the set) used by listwise objectives instead of the fused "
+        "ensemble on the sets that have them (fused by RRF when several).",
+    )
+    device: str = Field("cpu", description="Device of the live encoder teachers.")
 
 
-# ----------------------------------------------------------------------------- score files
+def _set_file(set_dir: Path | None, file: str) -> Path:
+    p = Path(file).expanduser()
+    if p.is_absolute() or p.exists() or set_dir is None:
+        return p
+    return set_dir / file
 
 
-def read_hofstaetter(path: str | Path) -> list[tuple[float, float, str, str, str]]:
-    """Hofstätter's teacher file: `pos_score<TAB>neg_score<TAB>qid<TAB>pos_pid<TAB>neg_pid` per line."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 5:
-                raise DataError(
-                    f"{path}:{i}: expected 'pos_score neg_score qid pos_pid neg_pid', got {len(parts)} fields"
-                )
-            try:
-                out.append((float(parts[0]), float(parts[1]), parts[2], parts[3], parts[4]))
-            except ValueError:
-                raise DataError(f"{path}:{i}: scores {parts[0]!r} / {parts[1]!r} are not numbers") from None
-            if not (math.isfinite(out[-1][0]) and math.isfinite(out[-1][1])):
-                raise DataError(f"{path}:{i}: scores {parts[0]!r} / {parts[1]!r} are not finite — fix that line")
-    return out
+def make_teacher(spec: TeacherSpec, data: IRData | None, set_dir: Path | None, device: str = "cpu") -> Any:
+    """The engine `Teacher` for one config entry on one set.
 
+    Args:
+        spec: the config entry.
+        data: the set (its loaded runs serve `run` teachers without re-reading the file); live
+            encoders do not need it.
+        set_dir: the set's folder, where `file` is looked up.
+        device: device of live encoders.
 
-def hofstaetter_run(path: str | Path) -> Run:
-    """Per-(qid, pid) scores from a Hofstätter file (a pid scored twice must agree within 1e-4)."""
-    run: Run = {}
-    for pos_s, neg_s, q, p, n in read_hofstaetter(path):
-        for d, s in ((p, pos_s), (n, neg_s)):
-            old = run.setdefault(q, {}).setdefault(d, s)
-            if abs(old - s) > 1e-4:
-                raise DataError(f"{path}: passage {d!r} of query {q!r} has two scores ({old} and {s})")
-    return run
+    Returns:
+        A `RunTeacher`, `BiEncoderTeacher` or `CrossEncoderTeacher`.
 
-
-# ----------------------------------------------------------------------------- live encoders
-
-
-def _resolve_model(ref: str) -> str:
-    p = Path(ref).expanduser()
-    return str(p) if p.exists() else ref
-
-
-def model_fingerprint(ref: str, extra: Any = None) -> str:
-    """Hash of a model folder's config/tokenizer files and weight files' names+sizes, plus settings."""
-    h = hashlib.sha256(repr(extra).encode())
-    p = Path(ref)
-    if p.is_dir():
-        for f in sorted(p.rglob("*")):
-            if not f.is_file():
-                continue
-            rel = f.relative_to(p).as_posix()
-            if f.suffix in (".json", ".txt", ".model"):
-                h.update(rel.encode() + f.read_bytes())
-            else:  # weights: name + size + head bytes (a full hash of 440 MB would take seconds)
-                with open(f, "rb") as fh:
-                    h.update(f"{rel}:{f.stat().st_size}".encode() + fh.read(1 << 20))
-    else:
-        h.update(ref.encode())
-    return h.hexdigest()
-
-
-class EncoderTeacher:
-    """A live bi-encoder (mean-pooled cosine) or cross-encoder (one logit) over (query, passage) pairs.
-
-    Implements the `Teacher` protocol: `predict([(query, passage), ...]) -> tensor of scores`.
-    Not an `nn.Module`, so it never lands in a student's checkpoint; eval mode, inference mode.
+    Example:
+        >>> make_teacher(TeacherSpec(name="bm25", kind="run", file="bm25.run"), data, None)  # doctest: +SKIP
+        PrecomputedTeacher(name='bm25', source='...', rows=4300)
     """
-
-    def __init__(self, spec: TeacherSpec, device: str = "cpu") -> None:
-        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-
-        self.name, self.spec, self.device = spec.name, spec, torch.device(device)
-        ref = _resolve_model(spec.path or "")
+    if spec.kind in ("biencoder", "crossencoder"):
+        cls = BiEncoderTeacher if spec.kind == "biencoder" else CrossEncoderTeacher
         try:
-            self.tok = AutoTokenizer.from_pretrained(ref)
-            if spec.kind == "biencoder":
-                self.model = AutoModel.from_pretrained(ref)
-            else:
-                self.model = AutoModelForSequenceClassification.from_pretrained(ref)
-        except (OSError, ValueError):
+            return cls(spec.name, spec.path or "", max_length=spec.max_length, device=device)
+        except ConfigError:
             raise ConfigError(
                 f"teachers.members[{spec.name}].path = {spec.path!r}: cannot load the model — "
                 "run `make models` (local copies under ./models/) or give a hub name"
             ) from None
-        self.model.float().eval().requires_grad_(False).to(self.device)  # fp32 even from a half checkpoint
-        self._fp = model_fingerprint(ref, {"kind": spec.kind, "max_length": spec.max_length, "v": 1})
-
-    @property
-    def fingerprint(self) -> str:
-        return self._fp
-
-    def _embed(self, texts: Sequence[str]) -> torch.Tensor:
-        b = self.tok(list(texts), padding=True, truncation=True, max_length=self.spec.max_length, return_tensors="pt")
-        b = {k: v.to(self.device) for k, v in b.items()}
-        hidden = self.model(**b).last_hidden_state
-        mask = b["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-        return torch.nn.functional.normalize(pooled.float(), dim=-1)
-
-    def predict(self, batch: Sequence[tuple[str, str]]) -> torch.Tensor:
-        """Scores for a batch of (query, passage) pairs."""
-        with torch.inference_mode():
-            qs, ps = [q for q, _ in batch], [p for _, p in batch]
-            if self.spec.kind == "biencoder":
-                return (self._embed(qs) * self._embed(ps)).sum(-1).cpu()
-            b = self.tok(
-                qs, ps, padding=True, truncation="longest_first", max_length=self.spec.max_length, return_tensors="pt"
-            )
-            return self.model(**{k: v.to(self.device) for k, v in b.items()}).logits[:, 0].float().cpu()
-
-    __call__ = predict
-
-
-def score_with_teacher(teacher: Any, data: IRData, cache_dir: Path | None, batch_size: int = 64) -> Run:
-    """Score every candidate pair of `data` once: cached by (teacher fingerprint, data fingerprint, pair id)."""
-    import numpy as np
-
-    from multiteacher.teachers.cache import cached_outputs
-
-    pairs = sorted(data.pairs(), key=lambda qd: (-len(data.passages[qd[1]]), qd))  # length-sorted: less padding
-    ids = [f"{q}\t{d}" for q, d in pairs]
-
-    def batch(idx: np.ndarray) -> list[tuple[str, str]]:
-        return [(data.queries[pairs[i][0]], data.passages[pairs[i][1]]) for i in idx]
-
-    scores = cached_outputs(
-        teacher.predict,
-        batch,
-        ids,
-        teacher_fp=teacher.fingerprint,
-        data_fp=data.fingerprint,
-        root=cache_dir,
-        shard_size=512,
-        batch_size=batch_size,
-        progress=True,
-    )
-    run: Run = {}
-    for (q, d), s in zip(pairs, np.asarray(scores).reshape(-1).tolist()):
-        run.setdefault(q, {})[d] = float(s)
-    return run
-
-
-# ----------------------------------------------------------------------------- per set
-
-
-def _set_file(data_dir_of_set: Path | None, file: str) -> Path:
-    p = Path(file).expanduser()
-    if p.is_absolute() or p.exists() or data_dir_of_set is None:
-        return p
-    return data_dir_of_set / file
+    if data is None:
+        raise ConfigError(f"teacher {spec.name!r} of kind {spec.kind!r} needs the set it scores")
+    path = _set_file(set_dir, spec.file or "")
+    if spec.kind == "scores":
+        if not path.is_file():
+            raise DataError(f"teacher {spec.name!r}: score file {path} does not exist for set {data.name!r}")
+        fp = fingerprint_obj({"kind": "scores", "name": spec.name, "file": sha256_file(path)})
+        return RunTeacher(spec.name, hofstaetter_run(path), fingerprint=fp, source=str(path))
+    stem = Path(spec.file or "").stem
+    if stem in data.runs and spec.by == "score":
+        return RunTeacher(spec.name, data.runs[stem], source=f"{data.name}/{stem}")
+    if stem == "bm25" and spec.by == "score" and (set_dir is None or not path.exists()):
+        return RunTeacher(spec.name, data.candidates, source=f"{data.name}/candidates")
+    if not path.is_file():
+        raise DataError(f"teacher {spec.name!r}: run file {path} does not exist for set {data.name!r}")
+    return RunTeacher.from_file(path, name=spec.name, by=spec.by)
 
 
 def teacher_run(
     spec: TeacherSpec,
     data: IRData,
     set_dir: Path | None,
-    cache_dir: Path,
+    cache_dir: Path | None,
     device: str = "cpu",
     encoders: dict[str, Any] | None = None,
 ) -> Run:
-    """One teacher's scores over `data`'s candidates (missing candidates get a floor score)."""
-    if spec.kind == "run":
-        stem = Path(spec.file or "").stem
-        if stem in data.runs and spec.by == "score":
-            run = data.runs[stem]
-        elif stem == "bm25" and spec.by == "score" and (set_dir is None or not _set_file(set_dir, spec.file).exists()):
-            run = data.candidates
-        else:
-            path = _set_file(set_dir, spec.file or "")
-            if not path.is_file():
-                raise DataError(f"teacher {spec.name!r}: run file {path} does not exist for set {data.name!r}")
-            run = read_trec_run(path) if spec.by == "score" else fusion.ranks_to_scores(read_trec_run_ranks(path))
-        return fusion.complete(run, data.candidates)
-    if spec.kind == "scores":
-        path = _set_file(set_dir, spec.file or "")
-        if not path.is_file():
-            raise DataError(f"teacher {spec.name!r}: score file {path} does not exist for set {data.name!r}")
-        return fusion.complete(hofstaetter_run(path), data.candidates)
-    encoders = encoders if encoders is not None else {}
-    if spec.name not in encoders:
-        encoders[spec.name] = EncoderTeacher(spec, device)
-    return score_with_teacher(encoders[spec.name], data, cache_dir, spec.batch_size)
+    """One teacher's scores over `data`'s candidates, through the teacher cache (no score where it has none).
+
+    Args:
+        spec: the config entry.
+        data: the set.
+        set_dir: the set's folder.
+        cache_dir: teacher-cache root.
+        device: device of live encoders.
+        encoders: live encoders by name, reused across sets (filled on first use).
+
+    Returns:
+        `{qid: {docid: score}}` over the candidates the teacher scored.
+
+    Example:
+        >>> teacher_run(TeacherSpec(name="bm25", kind="run", file="bm25.run"), data, None, cache)  # doctest: +SKIP
+    """
+    if spec.kind in ("biencoder", "crossencoder"):
+        encoders = encoders if encoders is not None else {}
+        if spec.name not in encoders:
+            encoders[spec.name] = make_teacher(spec, data, set_dir, device)
+        return cached_run(encoders[spec.name], data, cache_dir, batch_size=spec.batch_size)
+    return cached_run(make_teacher(spec, data, set_dir), data, cache_dir, batch_size=512, progress=False)
 
 
-def listwise_run(cfg: TeachersConfig, data: IRData) -> Run | None:
-    """The LLM orderings named in `listwise_runs` that this set has, fused by RRF; None if it has none."""
+def listwise_run(cfg: TeachersConfig, data: IRData, cache_dir: Path | None = None) -> Run | None:
+    """The LLM orderings named in `listwise_runs` that this set has, fused by RRF; None if it has none.
+
+    Args:
+        cfg: the teachers config.
+        data: the set.
+        cache_dir: teacher-cache root.
+
+    Returns:
+        The (fused) ordering as scores (minus the rank for one run, RRF scores for several), or None.
+
+    Example:
+        >>> listwise_run(TeachersConfig(listwise_runs=["rankgpt-3.5"]), dl19, cache)  # doctest: +SKIP
+    """
     have = [r for r in cfg.listwise_runs if r in data.runs]
     if not have:
         return None
-    runs = [fusion.complete(data.runs[r], data.candidates) for r in have]
-    return runs[0] if len(runs) == 1 else fusion.fuse(runs, "rrf", rrf_k=cfg.rrf_k)
+    runs = {
+        r: cached_run(RunTeacher(r, data.runs[r], source=f"{data.name}/{r}"), data, cache_dir, batch_size=512,
+                      progress=False)
+        for r in have
+    }
+    return runs[have[0]] if len(have) == 1 else fuse_runs(runs, "rrf", rrf_k=cfg.rrf_k)
 
 
 def fused_run(cfg: TeachersConfig, member_runs: dict[str, Run], weights: dict[str, float] | None = None) -> Run:
-    """The members fused per query with their weights (`weights` overrides the config's)."""
+    """The members fused per query by the engine combiner, with their weights (`weights` overrides the config's).
+
+    Args:
+        cfg: the teachers config.
+        member_runs: each member's run, by name.
+        weights: per-member weights (e.g. tuned on validation); default: each member's `weight`.
+
+    Returns:
+        The fused run.
+
+    Example:
+        >>> fused_run(cfg.teachers, {"bm25": bm25_run, "minilm": minilm_run})  # doctest: +SKIP
+    """
     names = [m.name for m in cfg.members]
     if not names:
         raise ConfigError("teachers.members is empty — name at least one teacher for distillation objectives")
     w = [weights[n] if weights else m.weight for n, m in zip(names, cfg.members)]
-    return fusion.fuse([member_runs[n] for n in names], cfg.fusion, w, cfg.rrf_k)
+    return fuse_runs({n: member_runs[n] for n in names}, cfg.fusion, w, cfg.rrf_k)
 
 
 def tune_weights(
@@ -275,11 +212,20 @@ def tune_weights(
 ) -> tuple[dict[str, float], float]:
     """Grid-search the members' fusion weights on validation (member runs, qrels) pairs.
 
-    Returns the weights with the best mean `measure` over the validation sets (ties: first in grid
-    order) and that value. Only validation queries are ever scored here.
-    """
-    import itertools
+    Only validation queries are ever scored here; ties go to the first combination in grid order.
 
+    Args:
+        cfg: the teachers config (members and `weight_grid`).
+        val: per validation set, the members' runs and the qrels.
+        measure: the ir-measures measure to maximise (mean over the sets).
+
+    Returns:
+        The best weights by member name and their mean `measure`.
+
+    Example:
+        >>> tune_weights(cfg.teachers, [({"bm25": r1, "minilm": r2}, qrels)])  # doctest: +SKIP
+        ({'bm25': 0.5, 'minilm': 1.0}, 0.61)
+    """
     from multiteacher.metrics.ir import evaluate
 
     names = [m.name for m in cfg.members]
@@ -295,3 +241,88 @@ def tune_weights(
     if best is None:
         raise ConfigError("teachers.weight_grid needs at least one positive weight")
     return best[1], best[0]
+
+
+def teacher_runs(cfg: Any, ctx: Any, sets: dict[str, dict[str, IRData]]) -> dict[str, dict[str, Any]]:
+    """Per `<split>/<set>`: each member's run, the fused run and the listwise run (if the set has one).
+
+    Teachers score each set once over all the queries the run uses (so the teacher cache key is the
+    same for every objective and seed), then the runs are cut to each split's queries. With
+    `tune_weights`, the fusion weights are chosen on the validation queries (a resumable stage).
+
+    Args:
+        cfg: the recipe config.
+        ctx: the run context (data and cache directories, stages, logging).
+        sets: the splits from `splits.load_sets`.
+
+    Returns:
+        `{"<split>/<set>": {"members": {name: run}, "fused": run | None, "listwise": run | None}}`.
+
+    Example:
+        >>> teacher_runs(cfg, ctx, load_sets(cfg, ctx.data_dir))["train/trec-dl/dl21"]["fused"]  # doctest: +SKIP
+    """
+    from multiteacher.recipes.rerank.splits import norm_set, set_dir
+
+    encoders: dict[str, Any] = {}
+    per_set: dict[str, dict[str, Any]] = {}
+    for spec, d in sets["all"].items():
+        folder = set_dir(norm_set(spec), ctx.data_dir)
+        members = {
+            m.name: teacher_run(m, d, folder, ctx.cache_dir, cfg.teachers.device, encoders)
+            for m in cfg.teachers.members
+        }
+        per_set[spec] = {"members": members, "listwise": listwise_run(cfg.teachers, d, ctx.cache_dir)}
+    weights = None
+    if cfg.teachers.tune_weights and cfg.teachers.members:
+        val = [
+            ({n: {q: r[q] for q in d.qids if q in r} for n, r in per_set[spec]["members"].items()}, d.qrels)
+            for spec, d in sets["val"].items()
+        ]
+
+        def tune() -> dict[str, Any]:
+            w, value = tune_weights(cfg.teachers, val)
+            return {"weights": w, "val_nDCG@10": value}
+
+        weights = ctx.stage("fusion_weights", tune)["weights"]
+        ctx.log({f"teachers/weight/{n}": v for n, v in weights.items()}, step=0)
+    for e in per_set.values():
+        e["fused"] = fused_run(cfg.teachers, e["members"], weights) if cfg.teachers.members else None
+
+    def cut(r: Run | None, qids: list[str]) -> Run | None:
+        return None if r is None else {q: r[q] for q in qids if q in r}
+
+    out: dict[str, dict[str, Any]] = {}
+    for split in ("train", "val", "test"):
+        for spec, d in sets[split].items():
+            e, qids = per_set[spec], d.qids
+            out[f"{split}/{spec}"] = {
+                "members": {n: cut(r, qids) for n, r in e["members"].items()},
+                "fused": cut(e["fused"], qids),
+                "listwise": cut(e["listwise"], qids),
+            }
+    return out
+
+
+def training_teacher(cfg: Any, entry: dict[str, Any]) -> Run | None:
+    """The teacher run a distillation objective learns from.
+
+    Objectives whose label source is `teacher_ranking` take the LLM orderings where the set has
+    them; otherwise the fused ensemble (or the orderings when there is no ensemble).
+
+    Args:
+        cfg: the recipe config.
+        entry: one `teacher_runs` entry.
+
+    Returns:
+        The run, or None when the set has no teacher.
+
+    Example:
+        >>> training_teacher(cfg, teachers["train/trec-dl/dl21"])  # doctest: +SKIP
+    """
+    from multiteacher.recipes.rerank.objectives import get_objective
+
+    if entry["listwise"] is not None and get_objective(cfg.objective).label_source == "teacher_ranking":
+        return entry["listwise"]
+    if entry["fused"] is not None:
+        return entry["fused"]
+    return entry["listwise"]

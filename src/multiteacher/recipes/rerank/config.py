@@ -1,0 +1,117 @@
+"""The rerank recipe's config: data splits, teachers, objective, sampling, loss options, fit, evaluation."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from multiteacher.config import RecipeConfig, StrictModel
+from multiteacher.engine.loop import FitConfig
+from multiteacher.recipes.rerank.model import ModelConfig
+from multiteacher.recipes.rerank.objectives import OBJECTIVES, Objective, resolve_objective
+from multiteacher.recipes.rerank.sampling import SamplingConfig
+from multiteacher.recipes.rerank.teachers import TeachersConfig
+
+DEFAULT_MEASURES = ["nDCG@10", "RR(rel=2)@10", "AP(rel=2)"]
+
+
+class DataConfig(StrictModel):
+    """Which sets train and test, and the committed validation queries."""
+
+    train: list[str] = Field(
+        default_factory=lambda: ["trec-dl/dl21", "trec-dl/dl22"],
+        description="Training sets (`trec-dl/<set>`, a BEIR folder, or `irds:<id>`); validation queries come "
+        "from them.",
+    )
+    test: list[str] = Field(
+        default_factory=lambda: ["trec-dl/dl19"], description="Test sets, scored once with the frozen config."
+    )
+    val_queries: str = Field(
+        "recipes/rerank-val-queries.txt",
+        description="Committed validation list, lines `set qid`; those in the training sets validate.",
+    )
+    train_queries: Literal["all", "labelled"] = Field(
+        "all", description="`labelled`: train only on queries with qrels (a fair comparison with qrels objectives)."
+    )
+    top_k: int = Field(100, ge=2, description="Candidates per query (first-stage order).")
+    max_train_queries: int | None = Field(
+        None, ge=1, description="Cap on training queries per set, after removing validation (tiny runs)."
+    )
+    max_val_queries: int | None = Field(None, ge=1, description="Cap on validation queries per set (tiny runs).")
+    max_test_queries: int | None = Field(None, ge=1, description="Cap on test queries per set (tiny runs).")
+
+
+class LossConfig(StrictModel):
+    """Loss options (sentence-transformers' defaults); each objective reads its own (`ObjectiveSpec.options`)."""
+
+    hinge_margin: float = Field(1.0, gt=0, description="hinge: the margin.")
+    infonce_temperature: float = Field(1.0, gt=0, description="infonce: softmax temperature.")
+    ranknet_sigma: float = Field(1.0, gt=0, description="ranknet: the logistic's slope sigma.")
+    adrmse_alpha: float = Field(1.0, gt=0, description="adrmse: ApproxRank's sigmoid slope alpha.")
+    listnet_temperature: float = Field(1.0, gt=0, description="listnet: softmax temperature.")
+
+
+class EvalConfig(StrictModel):
+    """Measures and what to score besides the student."""
+
+    measures: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MEASURES), description="ir-measures measures, e.g. `nDCG@10`."
+    )
+    baselines: bool = Field(
+        True, description="Also score BM25, each teacher, the fused teacher and the untrained student."
+    )
+    test: bool = Field(True, description="Score the test sets (only with a frozen config).")
+
+
+def _default_fit() -> FitConfig:
+    return FitConfig(
+        max_steps=300,
+        batch_size=8,
+        lr=3e-5,
+        weight_decay=0.01,
+        warmup_steps=30,
+        scheduler="linear",
+        val_every=50,
+        monitor="val/nDCG@10",
+        mode="max",
+        grad_clip=1.0,
+        log_every=10,
+    )
+
+
+class Config(RecipeConfig):
+    """The rerank recipe: distil teachers into a cross-encoder student and re-rank first-stage candidates.
+
+    Example:
+        >>> from multiteacher.config import load_config
+        >>> cfg = load_config("recipes/rerank-trecdl-tiny.yaml")  # doctest: +SKIP
+        >>> cfg.objective  # doctest: +SKIP
+        'marginmse'
+    """
+
+    recipe: Literal["rerank"] = Field("rerank", description="Recipe name.")
+    objective: Objective = Field(  # type: ignore[valid-type]
+        "marginmse",
+        description="Training objective: " + "; ".join(f"`{n}`: {s.summary}" for n, s in OBJECTIVES.items())
+        + " (the engine loss names, e.g. `margin_mse`, are accepted too).",
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The student cross-encoder.")
+    teachers: TeachersConfig = Field(default_factory=TeachersConfig, description="Teachers and how they are fused.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="How training groups are drawn.")
+    loss: LossConfig = Field(default_factory=LossConfig, description="Loss options.")
+    fit: FitConfig = Field(default_factory=_default_fit, description="The engine fit loop's settings.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Training, validation and test sets.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Measures and baselines.")
+    export: bool = Field(True, description="Save the student under model/ (loadable by sentence_transformers).")
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _alias(cls, v: Any) -> Any:
+        return resolve_objective(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.fit.monitor.startswith("val/") and self.fit.monitor[4:] not in self.eval.measures:
+            raise ValueError(f"fit.monitor {self.fit.monitor!r} must be 'val/<one of eval.measures>'")
+        return self

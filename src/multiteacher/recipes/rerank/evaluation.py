@@ -1,0 +1,97 @@
+"""Evaluation of the rerank recipe: measures of a run, the student's run, `multiteacher eval` on new sets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from multiteacher.data.ir import IRData, write_trec_run
+from multiteacher.errors import DataError
+from multiteacher.recipes.rerank.model import score_pairs
+from multiteacher.recipes.rerank.splits import load_test_set
+
+Run = dict[str, dict[str, float]]
+
+
+def measure(run: Run, qrels: dict[str, dict[str, int]], measures: list[str]) -> dict[str, Any]:
+    """Mean and per-query values of ir-measures measures over the judged queries of `run`.
+
+    Args:
+        run: `{qid: {docid: score}}`.
+        qrels: judgments; only queries both in `run` and here count.
+        measures: ir-measures names, e.g. `nDCG@10`.
+
+    Returns:
+        `{"mean": {measure: value}, "per_query": {measure: {qid: value}}}`.
+
+    Example:
+        >>> measure({"q": {"a": 2.0, "b": 1.0}}, {"q": {"a": 1}}, ["nDCG@10"])["mean"]
+        {'nDCG@10': 1.0}
+    """
+    from multiteacher.metrics.ir import per_query
+
+    judged = {q: r for q, r in qrels.items() if q in run}
+    pq = per_query(run, judged, measures)
+    return {"mean": {m: sum(v.values()) / max(1, len(v)) for m, v in pq.items()}, "per_query": pq}
+
+
+def student_run(model: Any, tok: Any, d: IRData, cfg: Any) -> Run:
+    """The student's scores over all candidates of `d` (the engine's fast pair-scoring path).
+
+    Args:
+        model: the cross-encoder.
+        tok: its tokenizer.
+        d: the set.
+        cfg: the recipe config (`model.max_length`, `model.eval_batch_size`, `model.eval_backend`).
+
+    Returns:
+        `{qid: {docid: score}}`.
+
+    Example:
+        >>> run = student_run(model, tok, dl19, cfg)  # doctest: +SKIP
+    """
+    pairs = d.pairs()
+    scores = score_pairs(
+        model,
+        tok,
+        [d.queries[q] for q, _ in pairs],
+        [d.passages[p] for _, p in pairs],
+        cfg.model.max_length,
+        cfg.model.eval_batch_size,
+        backend=cfg.model.eval_backend,
+    )
+    run: Run = {}
+    for (q, p), s in zip(pairs, scores):
+        run.setdefault(q, {})[p] = s
+    return run
+
+
+def evaluate(cfg: Any, ctx: Any) -> dict[str, float]:
+    """`multiteacher eval RUN_DIR --data-dir DIR`: re-rank `data.test` sets with the exported student.
+
+    Args:
+        cfg: the run's config (with any `--set` overrides, e.g. other test sets).
+        ctx: the run context (run directory, data directory).
+
+    Returns:
+        `{"<set>/<measure>": value}` for the sets that have qrels; runs are written under `eval/`.
+
+    Example:
+        >>> evaluate(cfg, ctx)  # doctest: +SKIP
+        {'trec-dl/dl19/nDCG@10': 0.62, ...}
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = ctx.run_dir / "model"
+    if not (path / "config.json").exists():
+        raise DataError(f"{ctx.run_dir}: no exported model under model/ — finish the run first")
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    out: dict[str, float] = {}
+    for spec in cfg.data.test:
+        d = load_test_set(spec, ctx.data_dir, cfg.data.top_k, cfg.data.max_test_queries)
+        r = student_run(model, tok, d, cfg)
+        write_trec_run(ctx.path("eval", f"{spec.replace('/', '_')}.run"), r, tag=cfg.name)
+        if d.qrels:
+            for k, v in measure(r, d.qrels, cfg.eval.measures)["mean"].items():
+                out[f"{spec}/{k}"] = v
+    return out

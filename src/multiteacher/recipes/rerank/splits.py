@@ -1,0 +1,176 @@
+"""Train / validation / test splits of the rerank recipe, from the config and the committed validation list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from multiteacher.data.ir import IRData, load_ir, trec_dl_dir
+from multiteacher.errors import ConfigError, DataError
+
+REPO = Path(__file__).resolve().parents[4]
+
+
+def read_val_list(path: str) -> list[tuple[str, str]]:
+    """The committed validation list: `set qid` per line (`#` comments).
+
+    Args:
+        path: the list file (relative paths are also looked up from the repository root).
+
+    Returns:
+        `(set spec, qid)` pairs, set specs normalised to `trec-dl/<set>`.
+
+    Example:
+        >>> read_val_list("recipes/rerank-val-queries.txt")[0]  # doctest: +SKIP
+        ('trec-dl/dl21', '1040198')
+    """
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists():
+        p = REPO / path
+    if not p.is_file():
+        raise ConfigError(f"data.val_queries = {path!r}: file not found (lines 'trec-dl/dl21 <qid>')")
+    out = []
+    for i, line in enumerate(p.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise DataError(f"{p}:{i}: expected 'set qid', got {line!r}")
+        out.append((norm_set(parts[0]), parts[1]))
+    return out
+
+
+def norm_set(name: str) -> str:
+    """`dl19` -> `trec-dl/dl19`; other specs (paths, `irds:` ids, `trec-dl/...`) unchanged.
+
+    Args:
+        name: a set spec.
+
+    Returns:
+        The normalised spec.
+
+    Example:
+        >>> norm_set("dl21")
+        'trec-dl/dl21'
+    """
+    return name if "/" in name or Path(name).is_absolute() else f"trec-dl/{name}"
+
+
+def top_k(d: IRData, k: int) -> IRData:
+    """The set with each query's candidates cut to the first-stage top `k` (ties by doc id).
+
+    Args:
+        d: the set.
+        k: candidates to keep per query.
+
+    Returns:
+        `d` itself when nothing is cut, else a copy.
+
+    Example:
+        >>> top_k(dl19, 20).pairs()[:2]  # doctest: +SKIP
+    """
+    cands = {q: dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:k]) for q, c in d.candidates.items()}
+    if all(len(cands[q]) == len(d.candidates[q]) for q in cands):
+        return d
+    keep = {x for c in cands.values() for x in c}
+    return IRData(d.name, d.queries, {x: t for x, t in d.passages.items() if x in keep}, cands, d.qrels, d.runs)
+
+
+def set_dir(spec: str, data_dir: Path) -> Path | None:
+    """The folder of a set spec (where its run and score files are), or None (e.g. `irds:` sets).
+
+    Args:
+        spec: a normalised set spec.
+        data_dir: the data directory.
+
+    Returns:
+        The folder, or None.
+
+    Example:
+        >>> set_dir("trec-dl/dl19", Path("../shared/data"))  # doctest: +SKIP
+        PosixPath('../shared/data/trec-dl/dl19')
+    """
+    if spec.startswith("trec-dl/"):
+        return trec_dl_dir(data_dir, spec)
+    p = Path(spec)
+    return p if p.is_dir() else (data_dir / spec if (data_dir / spec).is_dir() else None)
+
+
+def load_test_set(spec: str, data_dir: Path, k: int, max_queries: int | None) -> IRData:
+    """One test set, cut to top-`k` candidates and (for tiny runs) its first `max_queries` queries.
+
+    Args:
+        spec: the set spec.
+        data_dir: the data directory.
+        k: candidates per query.
+        max_queries: cap on queries, or None.
+
+    Returns:
+        The set.
+
+    Example:
+        >>> load_test_set("trec-dl/dl19", data_dir, 100, None)  # doctest: +SKIP
+    """
+    d = top_k(load_ir(norm_set(spec), data_dir), k)
+    return d.subset(d.qids[:max_queries]) if max_queries else d
+
+
+def load_sets(cfg: Any, data_dir: Path) -> dict[str, Any]:
+    """Train / validation / test splits as {set name: IRData} (validation from the committed list).
+
+    Args:
+        cfg: the recipe config (`data:` section).
+        data_dir: the data directory.
+
+    Returns:
+        `{"train": {...}, "val": {...}, "test": {...}, "all": {...}}`; `all` holds, per set, every
+        query any split uses (teachers score it once).
+
+    Example:
+        >>> sets = load_sets(cfg, Path("../shared/data"))  # doctest: +SKIP
+        >>> sorted(sets)  # doctest: +SKIP
+        ['all', 'test', 'train', 'val']
+    """
+    val_list = read_val_list(cfg.data.val_queries)
+    train, val, test, loaded = {}, {}, {}, {}
+    for spec in cfg.data.train:
+        d = loaded[spec] = top_k(load_ir(norm_set(spec), data_dir), cfg.data.top_k)
+        vq = [q for s, q in val_list if s == norm_set(spec) and q in d.candidates]
+        missing = [q for s, q in val_list if s == norm_set(spec) and q not in d.candidates]
+        if missing:
+            raise DataError(f"{cfg.data.val_queries}: query {missing[0]!r} is not in {spec}")
+        if cfg.data.max_val_queries:
+            vq = vq[: cfg.data.max_val_queries]
+        tq = [q for q in d.qids if q not in set(vq)]
+        if cfg.data.train_queries == "labelled":
+            tq = [q for q in tq if d.qrels and q in d.qrels]
+        if cfg.data.max_train_queries:
+            tq = tq[: cfg.data.max_train_queries]
+        if tq or cfg.data.train_queries == "all":
+            train[spec] = d.subset(tq)  # under `labelled`, a set without qrels (dl22) adds no query
+        if vq:
+            if not d.qrels or any(q not in d.qrels for q in vq):
+                raise DataError(f"{cfg.data.val_queries}: validation queries of {spec} must have qrels")
+            val[spec] = d.subset(vq)
+    if not train:
+        raise ConfigError(
+            f"data.train: no training query has qrels under data.train_queries=labelled ({cfg.data.train})"
+        )
+    if not val:
+        raise ConfigError(f"{cfg.data.val_queries} names no query of the training sets {cfg.data.train}")
+    for spec in cfg.data.test:
+        d = loaded[spec] = loaded.get(spec) or top_k(load_ir(norm_set(spec), data_dir), cfg.data.top_k)
+        if cfg.data.max_test_queries:
+            d = d.subset(d.qids[: cfg.data.max_test_queries])
+        test[spec] = d
+    full: dict[str, IRData] = {}
+    for split in (train, val, test):
+        for spec, d in split.items():
+            qids = set(d.qids) | (set(full[spec].qids) if spec in full else set())
+            src = loaded[spec]
+            full[spec] = src if qids == set(src.qids) else src.subset(sorted(qids))
+    overlap = {(s, q) for s in test for q in test[s].qids} & {(s, q) for s in train for q in train[s].qids}
+    if overlap:
+        raise ConfigError(f"data: test queries are also training queries ({sorted(overlap)[0]}) — fix data.train/test")
+    return {"train": train, "val": val, "test": test, "all": full}
