@@ -27,7 +27,28 @@ from multiteacher.io import sha256_file
 
 @runtime_checkable
 class Teacher(Protocol):
-    """What recipes, pools and caches need from a teacher."""
+    """What recipes, pools and caches need from a teacher: a name, a fingerprint and `predict`.
+
+    Any object with these three members is a teacher (structural typing; `isinstance` works at
+    runtime). The engine's adapters are :class:`ModuleTeacher` (a frozen network),
+    :class:`PrecomputedTeacher` (outputs computed elsewhere) and
+    `multiteacher.teachers.masked.MaskedTeacher` (a network specialised by mask nets).
+
+    Args:
+        name: unique within a `TeacherPool`; names the teacher in reports and caches.
+
+    Returns:
+        (a protocol) ``fingerprint`` is a hex digest that changes whenever the outputs could;
+        ``predict(batch)`` returns the outputs for one batch, batch axis first.
+
+    Example:
+        >>> class Zeros:
+        ...     name, fingerprint = "zeros", "0" * 64
+        ...     def predict(self, batch):
+        ...         return torch.zeros(len(batch), 3)
+        >>> isinstance(Zeros(), Teacher)
+        True
+    """
 
     name: str
 
@@ -57,7 +78,20 @@ def _json_default(o: Any) -> Any:
 
 
 def fingerprint_obj(obj: Any) -> str:
-    """SHA-256 of a JSON-able object (keys sorted), e.g. a config dict."""
+    """SHA-256 of a JSON-able object (keys sorted), e.g. a config dict.
+
+    Paths, numpy scalars, sets and arrays (by content) are converted; anything else by ``repr``.
+
+    Args:
+        obj: the object.
+
+    Returns:
+        A 64-character hex digest.
+
+    Example:
+        >>> fingerprint_obj({"a": 1, "b": 2}) == fingerprint_obj({"b": 2, "a": 1})
+        True
+    """
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -75,14 +109,36 @@ def _update_tensor(h: Any, t: torch.Tensor | np.ndarray) -> None:
 
 
 def fingerprint_array(a: torch.Tensor | np.ndarray) -> str:
-    """SHA-256 of an array's dtype, shape and bytes."""
+    """SHA-256 of an array's dtype, shape and bytes.
+
+    Args:
+        a: a tensor (any device) or numpy array.
+
+    Returns:
+        A 64-character hex digest.
+
+    Example:
+        >>> fingerprint_array(torch.zeros(2)) == fingerprint_array(torch.zeros(3))
+        False
+    """
     h = hashlib.sha256()
     _update_tensor(h, a)
     return h.hexdigest()
 
 
 def fingerprint_state_dict(state: Mapping[str, Any]) -> str:
-    """SHA-256 over a state dict's names, dtypes, shapes and bytes (order-independent)."""
+    """SHA-256 over a state dict's names, dtypes, shapes and bytes (order-independent).
+
+    Args:
+        state: ``{name: tensor | array | JSON-able}``, e.g. ``module.state_dict()``.
+
+    Returns:
+        A 64-character hex digest.
+
+    Example:
+        >>> fingerprint_state_dict(nn.Linear(2, 2).state_dict()) != fingerprint_state_dict(nn.Linear(2, 2).state_dict())
+        True
+    """
     h = hashlib.sha256()
     for k in sorted(state):
         h.update(k.encode() + b"\0")
@@ -95,7 +151,21 @@ def fingerprint_state_dict(state: Mapping[str, Any]) -> str:
 
 
 def fingerprint_module(module: nn.Module, config: Any = None, code_version: str | None = None) -> str:
-    """Fingerprint of a module: class, weights and buffers, `config`, and the code version."""
+    """Fingerprint of a module: class, weights and buffers, `config`, and the code version.
+
+    Args:
+        module: the network.
+        config: anything else that changes its outputs (preprocessing, output selection, ...).
+        code_version: default: the package version.
+
+    Returns:
+        A 64-character hex digest.
+
+    Example:
+        >>> net = nn.Linear(2, 2)
+        >>> fingerprint_module(net, {"T": 1}) == fingerprint_module(net, {"T": 2})
+        False
+    """
     parts = {
         "class": f"{type(module).__module__}.{type(module).__qualname__}",
         "state": fingerprint_state_dict(module.state_dict()),
@@ -106,7 +176,19 @@ def fingerprint_module(module: nn.Module, config: Any = None, code_version: str 
 
 
 def fingerprint_files(paths: Iterable[str | os.PathLike[str]], base: str | os.PathLike[str] | None = None) -> str:
-    """SHA-256 over files' names (relative to `base`, else the file name) and contents."""
+    """SHA-256 over files' names (relative to `base`, else the file name) and contents.
+
+    Args:
+        paths: the files (order does not matter).
+        base: directory the names are taken relative to (None: the file names).
+
+    Returns:
+        A 64-character hex digest; DataError naming a path that is not a file.
+
+    Example:
+        >>> fingerprint_files(["data/run.trec"])  # doctest: +SKIP
+        '3f1c...'
+    """
     h = hashlib.sha256()
     for p in sorted(Path(p) for p in paths):
         if not p.is_file():
@@ -124,7 +206,20 @@ def data_fingerprint(
     """Fingerprint of a dataset: its sample ids, the files it reads, and the config that derives it.
 
     Use the config for generated or transformed data (scene seeds, resolution, SNR, PCA share),
-    the files for data read from disk, and the ids for the selection/order of samples.
+    the files for data read from disk, and the ids for the selection/order of samples. With the
+    teacher's fingerprint it keys the teacher-output cache.
+
+    Args:
+        ids: the sample ids (int or str), in order.
+        files: the files the data is read from.
+        config: the settings that derive the data.
+
+    Returns:
+        A 64-character hex digest.
+
+    Example:
+        >>> data_fingerprint(ids=[0, 1, 2], config={"snr": 10}) == data_fingerprint(ids=[0, 1], config={"snr": 10})
+        False
     """
     parts = {
         "ids": None if ids is None else fingerprint_obj([_plain_id(i) for i in ids]),
@@ -146,7 +241,19 @@ def _plain_id(i: Any) -> int | str:
 
 
 def to_device(batch: Any, device: torch.device | str | None) -> Any:
-    """Move tensors in a (nested) batch to `device`."""
+    """Move tensors in a (nested) batch to `device`.
+
+    Args:
+        batch: a tensor, or mappings / lists / tuples of them (other leaves are kept).
+        device: target device (None: unchanged).
+
+    Returns:
+        The batch with the same structure, tensors on `device`.
+
+    Example:
+        >>> to_device({"x": torch.ones(1), "ids": ["a"]}, "cpu")["ids"]
+        ['a']
+    """
     if device is None:
         return batch
     if isinstance(batch, torch.Tensor):
@@ -186,11 +293,27 @@ def freeze_teacher(module: nn.Module) -> nn.Module:
 class ModuleTeacher:
     """A frozen `nn.Module` as a teacher.
 
-    `forward(module, batch)` adapts the batch to the module (default: `module(batch)`); `output`
-    picks the teacher's output from the module's return value (a key, an index or a callable).
-    The module is put in eval mode, its parameters are frozen, and `predict` runs under
-    `torch.inference_mode()`. The fingerprint covers class, weights, buffers, `config` and the
-    code version; it is recomputed when any weight is modified in place.
+    The module is frozen (:func:`freeze_teacher`: eval mode, no gradients) and `predict` runs under
+    `torch.inference_mode()`. This object is not an ``nn.Module``, so a teacher stored on a student
+    stays out of its checkpoints and optimiser. The fingerprint covers class, weights, buffers,
+    `config` and the code version; it is recomputed when any weight is modified in place.
+
+    Args:
+        module: the trained network.
+        name: the teacher's name (default: the module's class name).
+        config: anything that changes the outputs and is not in the weights (joins the fingerprint).
+        forward: ``forward(module, batch)`` adapts the batch to the module (default: ``module(batch)``).
+        output: picks the output from the module's return value: a key, an index or a callable.
+        device: moves the module there, and each batch before the forward pass.
+        code_version: joins the fingerprint (default: the package version).
+
+    Returns:
+        A `Teacher`; ``teacher.predict(batch)`` (or ``teacher(batch)``) gives the outputs.
+
+    Example:
+        >>> teacher = ModuleTeacher(nn.Linear(4, 3), "linear")
+        >>> teacher.predict(torch.ones(2, 4)).shape
+        torch.Size([2, 3])
     """
 
     def __init__(
@@ -226,6 +349,7 @@ class ModuleTeacher:
 
     @property
     def fingerprint(self) -> str:
+        """Hex digest of class, weights, buffers, name, config and code version (memoised per weight version)."""
         versions = self._versions()
         if self._fp is None or versions is None or self._fp[0] != versions:
             fp = fingerprint_module(self.module, {"name": self.name, "config": self.config}, self.code_version)
@@ -241,7 +365,14 @@ class ModuleTeacher:
         return out[sel]
 
     def predict(self, batch: Any) -> Any:
-        """Teacher outputs for `batch` (eval mode, inference mode, on the teacher's device)."""
+        """Teacher outputs for `batch` (eval mode, inference mode, on the teacher's device).
+
+        Args:
+            batch: what the module (or `forward`) takes.
+
+        Returns:
+            The selected output (inference tensors: no autograd history).
+        """
         if self.module.training:
             self.module.eval()
         with torch.inference_mode():
@@ -252,7 +383,15 @@ class ModuleTeacher:
     __call__ = predict
 
     def features(self, batch: Any, paths: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Outputs of the submodules named by `paths` (e.g. `"encoder.layer.3"`), via forward hooks."""
+        """Outputs of the submodules named by `paths` (e.g. `"encoder.layer.3"`), via forward hooks.
+
+        Args:
+            batch: what `predict` takes.
+            paths: dotted module paths, as in ``module.named_modules()``.
+
+        Returns:
+            ``{path: output}`` of one inference pass; UserError naming a missing path.
+        """
         modules = dict(self.module.named_modules())
         missing = [p for p in paths if p not in modules]
         if missing:
@@ -276,8 +415,24 @@ class ModuleTeacher:
 class PrecomputedTeacher:
     """Outputs computed elsewhere (a file or an array), looked up by sample id.
 
-    `predict(batch)` takes a sequence of sample ids, or a mapping with an `"ids"` or `"id"` entry,
-    and returns the matching rows as a tensor. Without `ids`, sample id `i` is row `i`.
+    For teachers that are too expensive to run during training, or not runnable here (an API's
+    scores, another framework's logits). `predict(batch)` takes a sequence of sample ids, or a
+    mapping with an ``"ids"`` or ``"id"`` entry, and returns the matching rows as a tensor.
+
+    Args:
+        name: the teacher's name.
+        outputs: ``(N, ...)`` array or tensor, one row per sample.
+        ids: the sample id of each row (None: sample id ``i`` is row ``i``).
+        fingerprint: a known fingerprint (default: computed from name, outputs and ids).
+        source: where the outputs came from, for error messages.
+
+    Returns:
+        A `Teacher`; DataError on a length mismatch or duplicate ids.
+
+    Example:
+        >>> t = PrecomputedTeacher("llm", np.array([[0.1], [0.7], [0.4]]), ids=["q1", "q2", "q3"])
+        >>> t.predict({"ids": ["q3", "q1"]}).tolist()
+        [[0.4], [0.1]]
     """
 
     def __init__(
@@ -312,7 +467,17 @@ class PrecomputedTeacher:
         name: str | None = None,
         key: str = "outputs",
     ) -> PrecomputedTeacher:
-        """Load `.npy` (memory-mapped), `.pt`/`.pth` (a tensor or a dict with `key`) or `.safetensors`."""
+        """Load `.npy` (memory-mapped), `.pt`/`.pth` (a tensor or a dict with `key`) or `.safetensors`.
+
+        Args:
+            path: the file.
+            ids: the sample id of each row (None: row numbers).
+            name: the teacher's name (default: the file stem).
+            key: the entry of a dict-like file that holds the outputs.
+
+        Returns:
+            A PrecomputedTeacher fingerprinted by the file's SHA-256; DataError if missing or unsupported.
+        """
         path = Path(path)
         if not path.is_file():
             raise DataError(f"precomputed teacher outputs not found: {path} — compute them first or fix the path")
@@ -340,6 +505,7 @@ class PrecomputedTeacher:
 
     @property
     def fingerprint(self) -> str:
+        """Hex digest of name, outputs and ids (or the one given / derived from the file)."""
         if self._fp is None:
             self._fp = fingerprint_obj(
                 {"name": self.name, "outputs": fingerprint_array(np.asarray(self.outputs)), "ids": self.ids}
@@ -347,7 +513,14 @@ class PrecomputedTeacher:
         return self._fp
 
     def rows(self, ids: Sequence[Any]) -> np.ndarray:
-        """Row numbers of `ids` (DataError naming the first unknown id)."""
+        """Row numbers of `ids`.
+
+        Args:
+            ids: sample ids.
+
+        Returns:
+            ``(len(ids),)`` int64 row numbers; DataError naming the first unknown id.
+        """
         if self.ids is None:
             rows = np.asarray([_plain_id(i) for i in ids], dtype=np.int64)
             bad = rows[(rows < 0) | (rows >= len(self.outputs))]
@@ -362,6 +535,14 @@ class PrecomputedTeacher:
             ) from None
 
     def predict(self, batch: Any) -> torch.Tensor:
+        """The stored rows of the batch's sample ids.
+
+        Args:
+            batch: a sequence / tensor of sample ids, or a mapping with ``"ids"`` (or ``"id"``).
+
+        Returns:
+            A CPU tensor ``(len(ids), ...)``.
+        """
         if isinstance(batch, Mapping):
             key = "ids" if "ids" in batch else "id"
             if key not in batch:
