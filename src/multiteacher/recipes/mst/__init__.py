@@ -64,69 +64,89 @@ Method = Literal["no_kd", "kd_mm", "kd_cross", "aver", "fitnet", "dkd",
 class DataSection(StrictModel):
     """AV-digits folds and weakening (defaults calibrated, see avdigits.DEFAULTS_NOTE)."""
 
-    folds: list[str] = Field(default_factory=lambda: list(avdigits.SPEAKERS), min_length=1)
-    image_energy: float = Field(avdigits.DEFAULT_IMAGE_ENERGY, gt=0, le=1)
-    audio_snr_db: float = avdigits.DEFAULT_AUDIO_SNR_DB
-    val_mode: Literal["speaker", "random"] = "speaker"
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    limit_per_digit: int | None = Field(None, gt=0)
+    folds: list[str] = Field(default_factory=lambda: list(avdigits.SPEAKERS), min_length=1,
+                             description="Test speakers, one leave-one-speaker-out fold each.")
+    image_energy: float = Field(avdigits.DEFAULT_IMAGE_ENERGY, gt=0, le=1,
+                                description="Share of pixel variance the PCA-weakened images keep.")
+    audio_snr_db: float = Field(avdigits.DEFAULT_AUDIO_SNR_DB,
+                                description="Signal-to-noise ratio (dB) of the white noise added to the audio.")
+    val_mode: Literal["speaker", "random"] = Field(
+        "speaker", description="Validation set: the next speaker (an unseen voice) or a random stratified share.")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="Validation share with `val_mode: random`.")
+    limit_per_digit: int | None = Field(None, gt=0,
+                                        description="At most this many recordings per (speaker, digit); tiny runs.")
 
 
 class NetSection(StrictModel):
     """Width of the small CNNs (conv channels: width, 2·width, 4·width) and embedding size."""
 
-    width: int = Field(16, gt=0)
-    embed: int = Field(64, gt=0)
-    dropout: float = Field(0.2, ge=0, lt=1)
+    width: int = Field(16, gt=0, description="Channels of the first conv block (then 2x and 4x).")
+    embed: int = Field(64, gt=0, description="Width of the fc1 embedding.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the classification head.")
 
 
 class MSTSection(StrictModel):
     """MST-Distill settings; defaults follow the official code except the epoch counts."""
 
-    epochs_s1: int = Field(10, gt=0)
-    epochs_s2: int = Field(10, gt=0)
-    epochs_s3: int = Field(20, gt=0)
-    temperature: float = Field(4.0, gt=0)
-    mm_layers: list[str] = Field(default_factory=lambda: ["net.concat", "net.fc1"], min_length=1)
-    cross_layers: list[str] = Field(default_factory=lambda: ["net.conv3", "net.fc1"], min_length=1)
-    mask_heads: int = Field(3, gt=0)
-    mask_hidden: int | None = Field(None, gt=0)
-    top_k: int = Field(1, gt=0)
-    balance: Literal["official", "kl", "cv"] = "official"
-    w_task: float = Field(1.0, ge=0)
-    w_kl: float = Field(1.0, ge=0)
-    w_lb: float = Field(1.0, ge=0)
-    lb_decay: float = Field(0.9, gt=0)
-    lb_every: int = Field(10, gt=0)
-    kl_decay: float = Field(0.5, gt=0)
-    kl_every: int = Field(30, gt=0)
-    cumulative_masks: bool = False
-    stage1_detach: bool = False
+    epochs_s1: int = Field(10, gt=0, description="Stage 1 epochs: co-training of the teachers and the student.")
+    epochs_s2: int = Field(10, gt=0, description="Stage 2 epochs: MaskNet training.")
+    epochs_s3: int = Field(20, gt=0, description="Stage 3 epochs: routed distillation into the student.")
+    temperature: float = Field(4.0, gt=0, description="KD temperature of all stages.")
+    mm_layers: list[str] = Field(default_factory=lambda: ["net.concat", "net.fc1"], min_length=1,
+                                 description="Module paths of the multimodal teacher that get a MaskNet.")
+    cross_layers: list[str] = Field(default_factory=lambda: ["net.conv3", "net.fc1"], min_length=1,
+                                    description="Module paths of the cross-modal teacher that get a MaskNet.")
+    mask_heads: int = Field(3, gt=0, description="Attention heads of each MaskNet.")
+    mask_hidden: int | None = Field(None, gt=0,
+                                    description="MaskNet token width (None: the official C // (2 heads) * heads).")
+    top_k: int = Field(1, gt=0, description="Teachers each instance distils from (router top-k).")
+    balance: Literal["official", "kl", "cv"] = Field(
+        "official", description="Router load-balance loss: official = KL(U || mean p) / K, kl = KL(mean p || U), "
+        "cv = squared coefficient of variation.")
+    w_task: float = Field(1.0, ge=0, description="Stage 3 weight of the label CE.")
+    w_kl: float = Field(1.0, ge=0, description="Stage 3 initial weight of the KD term.")
+    w_lb: float = Field(1.0, ge=0, description="Stage 3 initial weight of the load-balance term.")
+    lb_decay: float = Field(0.9, gt=0, description="Factor on w_lb after epochs 0, lb_every, 2·lb_every, ...")
+    lb_every: int = Field(10, gt=0, description="Epoch period of the w_lb decay.")
+    kl_decay: float = Field(0.5, gt=0, description="Factor on w_kl after epochs 0, kl_every, 2·kl_every, ...")
+    kl_every: int = Field(30, gt=0, description="Epoch period of the w_kl decay.")
+    cumulative_masks: bool = Field(
+        False, description="Official stage-3 quirk: a teacher also carries the masks of the earlier teachers "
+        "of the same network.")
+    stage1_detach: bool = Field(
+        False, description="Stage 1 KD detaches the target network (default: gradient into both, as official).")
 
 
 class BaselineSection(StrictModel):
     """Baseline losses: CE + weight · distillation term."""
 
-    teacher_epochs: int | None = Field(None, gt=0)  # None: the MST student's epochs (s1 + s3)
-    kd_weight: float = Field(1.0, ge=0)
-    fitnet_weight: float = Field(1.0, ge=0)
-    dkd_alpha: float = Field(1.0, ge=0)
-    dkd_beta: float = Field(8.0, ge=0)
-    dkd_warmup_epochs: int = Field(5, ge=0)
+    teacher_epochs: int | None = Field(
+        None, gt=0, description="Epochs of the baselines' independently trained teachers (None: s1 + s3).")
+    kd_weight: float = Field(1.0, ge=0, description="Weight of the KD term of kd_mm, kd_cross and aver.")
+    fitnet_weight: float = Field(1.0, ge=0, description="Weight of the FitNet hint loss.")
+    dkd_alpha: float = Field(1.0, ge=0, description="DKD weight of the target-class term (TCKD).")
+    dkd_beta: float = Field(8.0, ge=0, description="DKD weight of the non-target-class term (NCKD).")
+    dkd_warmup_epochs: int = Field(5, ge=0, description="Epochs of the linear warm-up of the DKD term.")
 
 
 class Config(RecipeConfig):
-    recipe: Literal["mst"] = "mst"
-    task: Literal["avdigits", "scenes-seg"] = "avdigits"
-    data: DataSection = DataSection()
-    seg: SegSection = SegSection()
-    net: NetSection = NetSection()
-    directions: list[Literal["image", "audio"]] = Field(default_factory=lambda: ["image", "audio"],
-                                                        min_length=1)
-    methods: list[Method] = Field(default_factory=lambda: list(METHODS), min_length=1)
-    mst: MSTSection = MSTSection()
-    baselines: BaselineSection = BaselineSection()
-    fit: FitConfig = FitConfig(batch_size=64, optimizer="adam", lr=1e-3, max_steps=1, log_every=25)
+    """The MST-Distill recipe: MST and its baselines on AV-digits or on scene segmentation."""
+
+    recipe: Literal["mst"] = Field("mst", description="Recipe name.")
+    task: Literal["avdigits", "scenes-seg"] = Field(
+        "avdigits", description="avdigits: AV-digits classification; scenes-seg: RGB-D segmentation on scenes.")
+    data: DataSection = Field(DataSection(), description="AV-digits data and folds (task avdigits).")
+    seg: SegSection = Field(SegSection(), description="Scenes and segmentation networks (task scenes-seg).")
+    net: NetSection = Field(NetSection(), description="The AV-digits CNNs.")
+    directions: list[Literal["image", "audio"]] = Field(
+        default_factory=lambda: ["image", "audio"], min_length=1,
+        description="Student modalities (image: audio->image; audio: image->audio).")
+    methods: list[Method] = Field(default_factory=lambda: list(METHODS), min_length=1,
+                                  description=f"Methods to run, of {', '.join(METHODS)}.")
+    mst: MSTSection = Field(MSTSection(), description="MST-Distill stages.")
+    baselines: BaselineSection = Field(BaselineSection(), description="Baselines and their teachers.")
+    fit: FitConfig = Field(FitConfig(batch_size=64, optimizer="adam", lr=1e-3, max_steps=1, log_every=25),
+                           description="Optimiser and batch size of every training (steps are set per stage).")
 
     @model_validator(mode="after")
     def _check(self) -> Config:

@@ -33,18 +33,20 @@ INPUTS = {"rgb": ("rgb",), "depth": ("depth",), "rgbd": ("rgb", "depth")}
 class SegSection(StrictModel):
     """Scene rendering and segmentation networks (used when `task: scenes-seg`)."""
 
-    resolution: int = Field(64, ge=16, le=256)
-    train_scenes: int = Field(40, ge=1)
-    val_scenes: int = Field(8, ge=1)
-    test_scenes: int = Field(12, ge=1)
-    views_per_scene: int = Field(6, ge=1)
-    scene_seed: int = 0
-    workers: int = Field(2, ge=0)
-    width: int = Field(16, gt=0)
-    depth: int = Field(3, ge=2)
-    mm_layers: list[str] = Field(default_factory=lambda: ["net.unet.down.2", "net.unet.up.0"], min_length=1)
-    cross_layers: list[str] = Field(default_factory=lambda: ["net.unet.down.2", "net.unet.up.0"], min_length=1)
-    eval_batch_size: int = Field(32, gt=0)
+    resolution: int = Field(64, ge=16, le=256, description="Rendered frame size in pixels.")
+    train_scenes: int = Field(40, ge=1, description="Training scenes.")
+    val_scenes: int = Field(8, ge=1, description="Validation scenes (disjoint seeds).")
+    test_scenes: int = Field(12, ge=1, description="Test scenes (disjoint seeds).")
+    views_per_scene: int = Field(6, ge=1, description="Camera views rendered per scene.")
+    scene_seed: int = Field(0, description="Seed of the scene generator.")
+    workers: int = Field(2, ge=0, description="Rendering processes (0: in this process).")
+    width: int = Field(16, gt=0, description="U-Net base width.")
+    depth: int = Field(3, ge=2, description="U-Net levels.")
+    mm_layers: list[str] = Field(default_factory=lambda: ["net.unet.down.2", "net.unet.up.0"], min_length=1,
+                                 description="Module paths of the RGB-D teacher that get a MaskNet.")
+    cross_layers: list[str] = Field(default_factory=lambda: ["net.unet.down.2", "net.unet.up.0"], min_length=1,
+                                    description="Module paths of the depth teacher that get a MaskNet.")
+    eval_batch_size: int = Field(32, gt=0, description="Batch size of evaluation passes.")
 
 
 class SegNet(nn.Module):
