@@ -7,7 +7,6 @@ Work files (edge predictions, pseudo-labels, agreement masks) live memory-mapped
 from __future__ import annotations
 
 import hashlib
-import math
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -326,82 +325,81 @@ def _read(a: Frames, sel: slice | np.ndarray) -> np.ndarray:
     return _rows(a, sel) if isinstance(a, (str, Path)) else np.asarray(a[sel])
 
 
-def _metric_sums(nc: Any, p: torch.Tensor, g: torch.Tensor, m: torch.Tensor | None) -> dict[str, Any]:
-    """Additive sufficient statistics of the node's metrics over one chunk of frames (float64 sums,
-    integer counts and confusion matrices), as in metrics/dense.py."""
-    if nc.metric in ("depth", "height"):
-        p, g = p[:, 0], g[:, 0]
-        v = torch.isfinite(g) & (g > (1e-3 if nc.metric == "depth" else -1.0)) & torch.isfinite(p)
-        if m is not None:
-            v &= m
-        pv, gv = p[v].double(), g[v].double()
-        out = {"n": int(v.sum()), "sq": float(((pv - gv) ** 2).sum())}
-        if nc.metric == "depth":
-            out["rel"] = float(((pv - gv).abs() / gv).sum())
-        else:  # MAE over the mask only, as before (no validity test), summed in float64 (was a float32 mean)
-            err = (p - g).abs()
-            err = err[m] if m is not None else err.reshape(-1)
-            out["abs"], out["n_abs"] = float(err.double().sum()), int(err.numel())
-        return out
-    if nc.metric == "normals":
-        err = dense.angular_error_deg(p, g)
-        v = g.double().norm(dim=1) > 0
-        if m is not None:
-            v &= m
-        return {"n": int(v.sum()), "deg": float(err[v].sum())}
-    if nc.metric == "semantic":
-        if m is not None:
-            g = torch.where(m, g, torch.full_like(g, IGNORE))
-        keep = g != IGNORE
-        return {"cm": dense.confusion_matrix(p, g, nc.channels, ignore_index=IGNORE),
-                "hit": int((p[keep] == g[keep]).sum()), "n": int(keep.sum())}
-    return {}
+def node_metric(c: Ctx, node: str) -> dense.DenseMetric | None:
+    """The dense-metric accumulator that evaluates `node` (None for nodes without a metric).
 
+    Depth: `DepthMetrics` (ground truth > 1 mm); height above the floor: `DepthMetrics` with
+    `min_depth=-1` (heights can be 0); normals: `NormalMetrics`; semantic: `SemanticMetrics`.
 
-def _metric_values(nc: Any, s: dict[str, Any]) -> dict[str, float]:
-    nan = float("nan")
+    Args:
+        c: the run's context.
+        node: an output node.
 
-    def div(a: str, n: str = "n") -> float:
-        return s[a] / s[n] if s[n] else nan
+    Returns:
+        A fresh accumulator, or None.
 
+    Example:
+        >>> # m = node_metric(c, "depth"); m.update(p[:, 0], g[:, 0], mask); m.compute()["abs_rel"]
+    """
+    nc = c.cfg.nodes[node]
     if nc.metric == "depth":
-        return {"abs_rel": div("rel"), "rmse": math.sqrt(div("sq")) if s["n"] else nan}
-    if nc.metric == "normals":
-        return {"mean_deg": div("deg")}
-    if nc.metric == "semantic":
-        cm = s["cm"].double()
-        tp = cm.diag()
-        union = cm.sum(0) + cm.sum(1) - tp
-        present = union > 0
-        miou = float((tp[present] / union[present]).mean()) if present.any() else nan
-        return {"miou": miou, "pixel_acc": div("hit")}
+        return dense.DepthMetrics(min_depth=1e-3)
     if nc.metric == "height":
-        return {"rmse": math.sqrt(div("sq")) if s["n"] else nan, "mae": div("abs", "n_abs")}
-    return {}
+        return dense.DepthMetrics(min_depth=-1.0)
+    if nc.metric == "normals":
+        return dense.NormalMetrics()
+    if nc.metric == "semantic":
+        return dense.SemanticMetrics(nc.channels, ignore_index=IGNORE)
+    return None
+
+
+#: The metrics reported per node metric (keys of the accumulators' `compute()`).
+REPORTED = {"depth": ("abs_rel", "rmse"), "height": ("rmse", "mae"), "normals": ("mean_deg",),
+            "semantic": ("miou", "pixel_acc")}
 
 
 def node_metrics(c: Ctx, node: str, pred: Frames, gt: Frames, layout: str = "pred",
                  mask: Frames | None = None, idx: np.ndarray | None = None,
                  chunk: int | None = None) -> dict[str, float]:
-    """The node's metrics (metrics/dense.py): depth abs-rel + RMSE, normals mean angle, semantic
-    mIoU + pixel accuracy, height RMSE + MAE (metres above the floor), over frames `idx` (all when
-    None) of `pred` / `gt` / `mask` (arrays or .npy paths).
+    """The node's metrics: depth abs-rel + RMSE, normals mean angle, semantic mIoU + pixel accuracy,
+    height RMSE + MAE (metres above the floor), over frames `idx` of `pred` / `gt` / `mask`.
 
-    Streamed: `chunk` frames (default CHUNK) at a time, paths read through short-lived memory maps,
-    float64 sums / integer counts accumulated, so memory stays flat in the number of frames; the
-    values equal the whole-array metrics up to summation order (semantic ones exactly)."""
+    Streamed: `chunk` frames at a time are fed to the node's `metrics.dense` accumulator
+    (`node_metric`), paths read through short-lived memory maps, so memory stays flat in the number
+    of frames; the values equal the whole-array metrics up to summation order (semantic ones exactly).
+
+    Args:
+        c: the run's context.
+        node: an output node.
+        pred: predictions (an array or a .npy path) in `layout`.
+        gt: ground truth in label layout.
+        layout: "pred" (edge outputs) or "label" (consensus / pseudo-labels).
+        mask: optional keep mask ``(N, H, W)``.
+        idx: frames to evaluate (all when None).
+        chunk: frames per chunk (default CHUNK).
+
+    Returns:
+        The `REPORTED` metrics of the node ({} for nodes without a metric).
+
+    Example:
+        >>> # node_metrics(c, "depth", c.pred_path("gen0", "rgb>depth", "test"), c.gt_ref("depth", "test")["path"])
+    """
     nc = c.cfg.nodes[node]
+    metric = node_metric(c, node)
+    if metric is None:
+        return {}
     chunk = chunk or CHUNK
     n = len(idx) if idx is not None else (_frames(pred) if isinstance(pred, (str, Path)) else len(pred))
-    total: dict[str, Any] = {}
-    for s in range(0, max(n, 1), chunk):  # no frames: one empty chunk, the metrics are NaN
+    for s in range(0, n, chunk):
         sel = idx[s:s + chunk] if idx is not None else slice(s, min(s + chunk, n))
         p = _as_pred_tensor(_read(pred, sel), nc.kind, layout)
         g = _as_pred_tensor(_read(gt, sel), nc.kind, "label")
         m = None if mask is None else torch.from_numpy(_read(mask, sel)).bool()
-        for k, v in _metric_sums(nc, p, g, m).items():
-            total[k] = total[k] + v if k in total else v
-    return _metric_values(nc, total)
+        if nc.metric in ("depth", "height"):  # (B, 1, H, W) -> (B, H, W), as the mask
+            p, g = p[:, 0], g[:, 0]
+        metric.update(p, g, m)
+    values = metric.compute()
+    return {k: values[k] for k in REPORTED[nc.metric]}
 
 
 PRIMARY = {"depth": ("abs_rel", "min"), "normals": ("mean_deg", "min"), "semantic": ("miou", "max"),
