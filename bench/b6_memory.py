@@ -18,7 +18,7 @@ cache, plus its pseudo-label diagnostics on the unlabelled frames). Data: synthe
 arrays (`FrameArrays`, 64 px: rgb, depth, normals, 4-class semantic; 8 frames per "scene", 10% of
 scenes labelled as in `pipeline.prepare`), 1x = 512 training frames (~460 unlabelled), 4x = 2,048;
 64 test frames at both sizes. Paths: generation 0 of the recipe's graph (3 direct + 6 two-hop
-edges, 3 paths into each node), real `train_edge` jobs (U-Net width 4, depth 2, 1 training step: in
+edges, 3 paths into each node), real `edge_job` jobs (U-Net width 4, depth 2, 1 training step: in
 effect random weights) run inline in an untimed preparation subprocess that writes the predictions;
 then `ours` and `naive` each run in their own subprocess on those same files. Naive peer: load every
 path's predictions for all frames into RAM, stack, one `consensus_chunk` over everything, np.save,
