@@ -22,7 +22,14 @@ from multiteacher.errors import ConfigError
 
 
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+    """Base for every config section: unknown keys are errors, values are validated on assignment.
+
+    Example:
+        >>> class Section(StrictModel):
+        ...     size: int = Field(3, gt=0, description="How many.")
+        >>> Section(size=4).size
+        4
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -127,7 +134,21 @@ class RecipeConfig(StrictModel):
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, following `defaults:` chains (child keys override parent keys)."""
+    """Read a YAML mapping, following `defaults:` chains (child keys override parent keys).
+
+    Args:
+        path: a YAML file; `defaults: other.yaml` inside it is read first (relative to the file).
+
+    Returns:
+        The merged mapping (not validated).
+
+    Raises:
+        ConfigError: missing file, invalid YAML, a non-mapping top level, or a `defaults` loop.
+
+    Example:
+        >>> load_yaml("recipes/example-tiny.yaml")["name"]  # doctest: +SKIP
+        'example-tiny'
+    """
     return _load_yaml(Path(path), seen=())
 
 
@@ -153,7 +174,19 @@ def _load_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Recursively merge `over` into a copy of `base` (mappings merge, everything else replaces)."""
+    """Recursively merge `over` into a copy of `base` (mappings merge, everything else replaces).
+
+    Args:
+        base: the parent mapping (not modified).
+        over: the child mapping whose keys win.
+
+    Returns:
+        A new merged mapping.
+
+    Example:
+        >>> deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}})
+        {'a': {'b': 1, 'c': 3}}
+    """
     out = copy.deepcopy(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
@@ -164,7 +197,23 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: str = "--set") -> dict[str, Any]:
-    """Apply `a.b=c` overrides; values parse as YAML (`3`, `1e-3`, `true`, `[1,2]`, `null`)."""
+    """Apply `a.b=c` overrides; values parse as YAML (`3`, `1e-3`, `true`, `[1,2]`, `null`).
+
+    Args:
+        data: the raw config mapping (not modified).
+        overrides: `KEY=VALUE` strings with dotted keys.
+        source: what to call the overrides in errors.
+
+    Returns:
+        A new mapping with the overrides applied.
+
+    Raises:
+        ConfigError: an item without `=`.
+
+    Example:
+        >>> apply_overrides({"fit": {"lr": 0.1}}, ["fit.lr=0.001", "seed=2"])
+        {'fit': {'lr': 0.001}, 'seed': 2}
+    """
     out = copy.deepcopy(data)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
@@ -187,7 +236,26 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: s
 def build_config(
     data: dict[str, Any], source: str = "config", recipe_module: Any = None
 ) -> RecipeConfig:
-    """Validate a raw mapping against its recipe's `Config`; raise one-line ConfigError on failure."""
+    """Validate a raw mapping against its recipe's `Config`; raise one-line ConfigError on failure.
+
+    The recipe is looked up from `data["recipe"]` (a registered name or a dotted module path, see
+    `multiteacher.recipe_registry`) unless `recipe_module` is given.
+
+    Args:
+        data: the raw mapping (after `defaults:` and overrides).
+        source: the file (or origin) named in error messages.
+        recipe_module: a module with `Config` to validate against instead of the lookup.
+
+    Returns:
+        The recipe's validated `Config`.
+
+    Raises:
+        ConfigError: unknown recipe, unknown key (with the closest valid keys), wrong type or value.
+
+    Example:
+        >>> build_config({"recipe": "example", "name": "demo"}).name
+        'demo'
+    """
     if recipe_module is None:
         from multiteacher.recipe_registry import load_recipe
 
@@ -202,7 +270,26 @@ def build_config(
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
-    """Load YAML (with `defaults:`), apply `--set` overrides, validate. The one entry point."""
+    """Load a recipe config: YAML (with `defaults:`), `--set`-style overrides, validation.
+
+    Why: the one entry point for configs — the CLI, `multiteacher.runs.run` and scripts all use it,
+    so a config means the same everywhere and errors are one line naming file, field and fix.
+
+    Args:
+        path: a recipe YAML file.
+        overrides: `KEY=VALUE` strings (`["fit.lr=1e-3", "seed=2"]`).
+
+    Returns:
+        The recipe's validated `Config` (a `RecipeConfig` subclass).
+
+    Raises:
+        ConfigError: a missing or invalid file, unknown recipe, unknown key or bad value.
+
+    Example:
+        >>> cfg = load_config("recipes/example-tiny.yaml", ["seed=3"])  # doctest: +SKIP
+        >>> cfg.seed, cfg.recipe  # doctest: +SKIP
+        (3, 'example')
+    """
     data = apply_overrides(load_yaml(path), overrides)
     return build_config(data, source=str(path))
 
@@ -304,5 +391,16 @@ def config_hash(cfg: BaseModel, exclude_seed: bool = False) -> str:
 
 
 def config_yaml(cfg: BaseModel) -> str:
-    """The resolved config as YAML (what a run saves as `config.yaml`)."""
+    """The resolved config as YAML (what a run saves as `config.yaml`).
+
+    Args:
+        cfg: a validated config.
+
+    Returns:
+        YAML text, keys in field order.
+
+    Example:
+        >>> config_yaml(FabricConfig()).splitlines()[0]
+        'accelerator: cpu'
+    """
     return yaml.safe_dump(config_dict(cfg), sort_keys=False)

@@ -44,7 +44,18 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def mean_std(values: list[float]) -> tuple[float, float, int]:
-    """(mean, sample std with n-1, n); std 0 for a single value."""
+    """(mean, sample std with n-1, n); std 0 for a single value.
+
+    Args:
+        values: at least one number.
+
+    Returns:
+        `(mean, std, n)`.
+
+    Example:
+        >>> mean_std([1.0, 3.0])
+        (2.0, 1.4142135623730951, 2)
+    """
     n = len(values)
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
@@ -52,7 +63,22 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
 
 
 def aggregate(results: list[dict[str, Any]], over: tuple[str, ...] = AGGREGATED_OVER) -> list[dict[str, Any]]:
-    """Group rows (and top-level metrics) across results; numeric fields -> (mean, std, n)."""
+    """Group rows (and top-level metrics) across results; numeric fields -> (mean, std, n).
+
+    Rows group by their non-numeric fields except those in `over` (seeds and folds are what is
+    averaged over); a result without rows stands for one row of its `metrics`.
+
+    Args:
+        results: results dicts (as `load_results` gives).
+        over: fields that do not separate groups.
+
+    Returns:
+        One dict per group: its grouping fields, and `(mean, std, n)` per numeric field.
+
+    Example:
+        >>> aggregate([{"rows": [{"m": "kd", "seed": 0, "acc": 0.5}]}, {"rows": [{"m": "kd", "seed": 1, "acc": 0.7}]}])
+        [{'m': 'kd', 'acc': (0.6, 0.14142135623730948, 2)}]
+    """
     groups: dict[tuple[tuple[str, Any], ...], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     order: list[tuple[tuple[str, Any], ...]] = []
     for res in results:
@@ -79,7 +105,19 @@ def _is_number(v: Any) -> bool:
 
 
 def format_table(table: list[dict[str, Any]], digits: int = 3) -> str:
-    """Markdown table; numeric cells as `mean ± std` (n shown once in the header when constant)."""
+    """Markdown table; numeric cells as `mean ± std` (n shown once, below, when constant).
+
+    Args:
+        table: groups from `aggregate`.
+        digits: decimals of numeric cells.
+
+    Returns:
+        The markdown text.
+
+    Example:
+        >>> print(format_table([{"m": "kd", "acc": (0.6, 0.1, 2)}]).splitlines()[2])
+        | kd | 0.600 ± 0.100 |
+    """
     if not table:
         return "_no rows_\n"
     cols: list[str] = []
@@ -105,7 +143,19 @@ def format_table(table: list[dict[str, Any]], digits: int = 3) -> str:
 
 
 def filter_rows(results: list[dict[str, Any]], where: dict[str, set[str]] | None) -> list[dict[str, Any]]:
-    """Keep only rows whose field `k` (as a string) is one of `where[k]`, for every k."""
+    """Keep only rows whose field `k` (as a string) is one of `where[k]`, for every k.
+
+    Args:
+        results: results dicts.
+        where: `{field: allowed values}` (from `parse_where`); None keeps everything.
+
+    Returns:
+        New results dicts with the filtered rows.
+
+    Example:
+        >>> filter_rows([{"rows": [{"k": "a"}, {"k": "b"}]}], {"k": {"a"}})
+        [{'rows': [{'k': 'a'}]}]
+    """
     if not where:
         return results
     out = []
@@ -116,7 +166,19 @@ def filter_rows(results: list[dict[str, Any]], where: dict[str, set[str]] | None
 
 
 def select_columns(table: list[dict[str, Any]], columns: list[str] | None) -> list[dict[str, Any]]:
-    """Keep the grouping fields plus the named numeric columns (all when `columns` is None)."""
+    """Keep the grouping fields plus the named numeric columns (all when `columns` is None).
+
+    Args:
+        table: groups from `aggregate`.
+        columns: numeric columns to keep.
+
+    Returns:
+        The narrowed table (groups left with no numeric column are dropped).
+
+    Example:
+        >>> select_columns([{"m": "kd", "acc": (1.0, 0.0, 1), "f1": (1.0, 0.0, 1)}], ["acc"])
+        [{'m': 'kd', 'acc': (1.0, 0.0, 1)}]
+    """
     if not columns:
         return table
     keep = [{k: v for k, v in e.items() if not isinstance(v, tuple) or k in columns} for e in table]
@@ -124,7 +186,21 @@ def select_columns(table: list[dict[str, Any]], columns: list[str] | None) -> li
 
 
 def parse_where(items: list[str] | None) -> dict[str, set[str]]:
-    """`["kind=direct,consensus", "node=depth"]` -> {"kind": {"direct", "consensus"}, "node": {"depth"}}."""
+    """Parse `--where` items: `["kind=direct,consensus", "node=depth"]` -> `{field: {values}}`.
+
+    Args:
+        items: `FIELD=V1,V2` strings.
+
+    Returns:
+        `{field: set of allowed values}`.
+
+    Raises:
+        DataError: an item without `=`.
+
+    Example:
+        >>> parse_where(["node=depth"])
+        {'node': {'depth'}}
+    """
     where: dict[str, set[str]] = {}
     for item in items or []:
         key, sep, vals = item.partition("=")
@@ -135,7 +211,23 @@ def parse_where(items: list[str] | None) -> dict[str, set[str]]:
 
 
 def lookup(res: dict[str, Any], key: str, source: str = "results.json") -> Any:
-    """A dotted field of a results dict (`config.graph.hyperedges`); a missing one is a one-line error."""
+    """A dotted field of a results dict (`config.graph.hyperedges`); a missing one is a one-line error.
+
+    Args:
+        res: a results dict.
+        key: the dotted field.
+        source: what to call the file in the error.
+
+    Returns:
+        The field's value.
+
+    Raises:
+        DataError: the field is missing.
+
+    Example:
+        >>> lookup({"config": {"graph": {"hyperedges": True}}}, "config.graph.hyperedges")
+        True
+    """
     value: Any = res
     for part in key.split("."):
         if not isinstance(value, dict) or part not in value:
@@ -145,7 +237,19 @@ def lookup(res: dict[str, Any], key: str, source: str = "results.json") -> Any:
 
 
 def label_rows(results: list[dict[str, Any]], by: list[str] | None) -> list[dict[str, Any]]:
-    """Put the `by` fields of each run into its rows first, so runs differing in them group apart."""
+    """Put the `by` fields of each run into its rows first, so runs differing in them group apart.
+
+    Args:
+        results: results dicts.
+        by: dotted results fields (`config.graph.hyperedges`); the last part names the column.
+
+    Returns:
+        New results dicts with labelled rows.
+
+    Example:
+        >>> label_rows([{"config": {"lr": 0.1}, "rows": [{"acc": 1.0}]}], ["config.lr"])[0]["rows"]
+        [{'lr': '0.1', 'acc': 1.0}]
+    """
     if not by:
         return results
     out = []
@@ -157,7 +261,27 @@ def label_rows(results: list[dict[str, Any]], by: list[str] | None) -> list[dict
 
 def report_markdown(paths: list[Path], digits: int = 3, where: dict[str, set[str]] | None = None,
                     columns: list[str] | None = None, by: list[str] | None = None) -> str:
-    """Aggregated markdown table for several runs, with provenance (commits, config hashes)."""
+    """Aggregated markdown table for several runs, with provenance (run count, seeds, commits).
+
+    What `multiteacher report` prints: results are validated (`multiteacher.schema`), labelled by
+    `by`, filtered by `where`, aggregated and narrowed to `columns`.
+
+    Args:
+        paths: run directories or results.json files.
+        digits: decimals of numeric cells.
+        where: row filter (from `parse_where`).
+        columns: numeric columns to show.
+        by: dotted results fields that also separate groups.
+
+    Returns:
+        Markdown text.
+
+    Raises:
+        DataError: a missing or invalid results.json (one line naming the file and fields).
+
+    Example:
+        >>> print(report_markdown([Path("results/example/s0")]))  # doctest: +SKIP
+    """
     results = filter_rows(label_rows(load_results(paths), by), where)
     table = format_table(select_columns(aggregate(results), columns), digits)
     commits = sorted({r.get("commit", "unknown") for r in results})
@@ -167,7 +291,22 @@ def report_markdown(paths: list[Path], digits: int = 3, where: dict[str, set[str
 
 
 def update_readme(readme: Path, marker: str, content: str) -> None:
-    """Replace the block between `<!-- results:MARKER -->` and `<!-- /results:MARKER -->`."""
+    """Replace the block between `<!-- results:MARKER -->` and `<!-- /results:MARKER -->`.
+
+    Args:
+        readme: the markdown file (rewritten atomically).
+        marker: the block's name.
+        content: the new block content.
+
+    Returns:
+        None.
+
+    Raises:
+        DataError: the markers are not in the file.
+
+    Example:
+        >>> update_readme(Path("README.md"), "example", table)  # doctest: +SKIP
+    """
     text = readme.read_text()
     pattern = re.compile(rf"(<!-- results:{re.escape(marker)} -->\n).*?(<!-- /results:{re.escape(marker)} -->)", re.S)
     if not pattern.search(text):
@@ -176,7 +315,18 @@ def update_readme(readme: Path, marker: str, content: str) -> None:
 
 
 def plot_metrics(run_dir: Path) -> list[Path]:
-    """PNG plots of metrics.jsonl: one figure per fit with train loss and validation metrics."""
+    """PNG plots of metrics.jsonl: one figure per fit with train loss and validation metrics.
+
+    Args:
+        run_dir: the run directory (plots go to `plots/`).
+
+    Returns:
+        The written PNG paths.
+
+    Example:
+        >>> [p.name for p in plot_metrics(Path("runs/demo"))]  # doctest: +SKIP
+        ['teacher.png', 'student.png']
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -183,7 +183,7 @@ class RunContext:
 
     @property
     def seed(self) -> int:
-        """The config's seed."""
+        """The config's seed (what `fit` seeds its data order with)."""
         return self.config.seed
 
     @property
@@ -192,7 +192,18 @@ class RunContext:
         return self.fabric.global_rank == 0
 
     def path(self, *rel: str) -> Path:
-        """A path inside the run directory, parent created."""
+        """A path inside the run directory, its parent folder created.
+
+        Args:
+            *rel: path parts below the run directory.
+
+        Returns:
+            The absolute path (the file itself is not created).
+
+        Example:
+            >>> ctx.path("artifacts", "teacher.pt")  # doctest: +SKIP
+            PosixPath('/.../runs/demo/artifacts/teacher.pt')
+        """
         p = self.run_dir.joinpath(*rel)
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
@@ -247,20 +258,43 @@ class RunContext:
                 logger.log_metrics(numbers, step=step)
 
     def close_log(self) -> None:
-        """Close the metrics.jsonl handle (reopened by the next `log`)."""
+        """Close the metrics.jsonl handle (reopened by the next `log`); tracking loggers stay open.
+
+        Returns:
+            None.
+
+        Example:
+            >>> ctx.close_log()  # doctest: +SKIP
+        """
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
 
     def close(self) -> None:
-        """Close metrics.jsonl and flush / finalize the tracking loggers (end of a session)."""
+        """Close metrics.jsonl and flush / finalize the tracking loggers (end of a session).
+
+        `finish` (and `execute_run`) call it; a script that does not call `finish` should.
+
+        Returns:
+            None.
+
+        Example:
+            >>> ctx.close()  # doctest: +SKIP
+        """
         self.close_log()
         for logger in self._loggers or []:
             logger.finalize("success")
         self._loggers = None
 
     def sync_log(self) -> None:
-        """fsync metrics.jsonl (called before checkpoints)."""
+        """fsync metrics.jsonl, so the log is durable whenever a checkpoint is (called before checkpoints).
+
+        Returns:
+            None.
+
+        Example:
+            >>> ctx.sync_log()  # doctest: +SKIP
+        """
         if self.is_main and self._log_file.exists():
             fd = os.open(self._log_file, os.O_RDONLY)
             try:
@@ -269,7 +303,18 @@ class RunContext:
                 os.close(fd)
 
     def truncate_log(self, fit: str, after_step: int) -> None:
-        """Drop records of `fit` logged after `after_step` (a resumed fit re-logs them)."""
+        """Drop records of `fit` logged after `after_step` (a resumed fit re-logs them).
+
+        Args:
+            fit: the fit's name (the `fit` tag of its records).
+            after_step: the step of the checkpoint the fit resumes from.
+
+        Returns:
+            None.
+
+        Example:
+            >>> ctx.truncate_log("student", after_step=200)  # doctest: +SKIP
+        """
         if not self.is_main or not self._log_file.exists():
             return
         self.close_log()  # the file is replaced: a handle would keep writing to the old one
@@ -281,7 +326,18 @@ class RunContext:
 
     def stage(self, name: str, fn: Callable[[], Any]) -> Any:
         """Run `fn()` once: its JSON-able result (and the RNG state after it) is stored under
-        `stages/`, and a resumed run returns the stored result instead of running it again."""
+        `stages/`, and a resumed run returns the stored result instead of running it again.
+
+        Args:
+            name: the stage's name (unique within the run; `/` allowed).
+            fn: computes the result (numbers, strings, lists, dicts; numpy/torch scalars are converted).
+
+        Returns:
+            The result in its stored JSON form (dict keys sorted), in this session and on resume.
+
+        Example:
+            >>> split = ctx.stage("split", lambda: {"train": [0, 1], "val": [2]})  # doctest: +SKIP
+        """
         safe = name.replace("/", "__")
         result_path = self.run_dir / "stages" / f"{safe}.json"
         rng_path = self.run_dir / "stages" / f"{safe}.rng.pt"
@@ -398,7 +454,15 @@ def make_loggers(tracking: TrackingConfig, root: Path, name: str) -> list[Any]:
 
 
 def git_commit() -> str:
-    """Commit SHA of the source tree (`+dirty` when modified), or 'unknown' outside git."""
+    """Commit SHA of the source tree (`+dirty` when modified), or 'unknown' outside git.
+
+    Returns:
+        The SHA string recorded in results.json's `commit`.
+
+    Example:
+        >>> git_commit()  # doctest: +SKIP
+        '8907fee...+dirty'
+    """
     root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -412,12 +476,38 @@ def git_commit() -> str:
 
 def comparable_results(results: dict[str, Any]) -> dict[str, Any]:
     """results.json without the fields that legitimately differ between identical runs (session
-    fields and `timings`, where recipes put wall-clock measurements)."""
+    fields and `timings`, where recipes put wall-clock measurements).
+
+    Args:
+        results: a results dict.
+
+    Returns:
+        The dict without `VOLATILE_RESULT_KEYS`; equal for a killed-and-resumed and an uninterrupted run.
+
+    Example:
+        >>> comparable_results({"metrics": {"acc": 1.0}, "wall_time_s": 3.2, "commit": "abc"})
+        {'metrics': {'acc': 1.0}}
+    """
     return {k: v for k, v in results.items() if k not in VOLATILE_RESULT_KEYS}
 
 
 def prepare_run_dir(cfg: RecipeConfig, run_dir: Path, resume: bool) -> None:
-    """Create a new run directory (refusing to clobber one) or check a resumed one."""
+    """Create a new run directory (refusing to clobber one) or check a resumed one.
+
+    Args:
+        cfg: the resolved config (saved as `config.yaml` in a new directory).
+        run_dir: the run directory.
+        resume: check that `run_dir` is a run directory instead of creating one.
+
+    Returns:
+        None.
+
+    Raises:
+        ConfigError: a non-empty directory without `resume`, or no `config.yaml` with it.
+
+    Example:
+        >>> prepare_run_dir(cfg, Path("runs/demo"), resume=False)  # doctest: +SKIP
+    """
     cfg_path = run_dir / "config.yaml"
     if resume:
         if not cfg_path.exists():
@@ -434,7 +524,22 @@ def prepare_run_dir(cfg: RecipeConfig, run_dir: Path, resume: bool) -> None:
 
 
 def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> RecipeConfig:
-    """The resolved config saved in a run directory (with optional `--set` overrides)."""
+    """The resolved config saved in a run directory (with optional `--set` overrides).
+
+    Args:
+        run_dir: a run directory (it holds `config.yaml`).
+        overrides: `KEY=VALUE` strings applied on top.
+
+    Returns:
+        The recipe's validated `Config`.
+
+    Raises:
+        ConfigError: no config.yaml there, or it no longer validates.
+
+    Example:
+        >>> load_run_config(Path("results/example/s0")).seed  # doctest: +SKIP
+        0
+    """
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise ConfigError(f"{run_dir}: no config.yaml — pass a run directory made by `multiteacher run`")
