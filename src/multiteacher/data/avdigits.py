@@ -64,7 +64,8 @@ DEFAULT_AUDIO_SNR_DB = 10.0
 DEFAULTS_NOTE = """Calibration (mean over the 5 leave-one-speaker-out folds, [min-max]; seed 0; val = the
 next speaker; plain CE training of the recipe's CNNs for 15 epochs, best epoch by val accuracy;
 `python -m multiteacher.recipes.mst.calibrate --energy 0.3 --snr 5 10 15 --epochs 15
---folds george jackson lucas nicolas yweweler --device cuda`, run on one H200):
+--folds george jackson lucas nicolas yweweler --device cuda`, run on one H200, when the script still had
+its own training loop; it now trains with the engine's `fit`, so a rerun differs by batch order):
 
   image_energy 0.3 (5 PCs) | val image    | val audio    | val fusion   | test image | test audio | test fusion
   audio_snr_db  5          | .727 [.71-.74] | .397 [.18-.56] | .770 [.67-.83] | .719 | .312 | .691
