@@ -95,3 +95,11 @@ def test_own_rankers_to_cross_encoder(tmp_path: Path) -> None:
     # The lexical rankers and their fusion carry signal: each above a random order of the same candidates.
     for name in ("tfidf", "coverage", "fused"):
         assert got[name] > rand, got
+    # The student learned its teachers' ranking: on its training queries it orders passage pairs like the
+    # fused teacher far more often than a coin would (5 binomial standard errors over the printed pair count).
+    key = next(k for k in got if k.startswith("pairwise agreement"))
+    n_pairs = int(re.search(r"\((\d+) pairs\)", key).group(1))
+    assert got[key] > 0.5 + _margin(0.5, n_pairs), got
+    # and recovers at least half of the fused teacher's nDCG@10 gain over a random order there.
+    gain = got["fused, training queries"] - got["random order, training queries"]
+    assert gain > 0 and got["student, training queries"] > got["random order, training queries"] + gain / 2, got
