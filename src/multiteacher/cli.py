@@ -139,7 +139,18 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 user error)."""
+    """The `multiteacher` command: `run | eval | report | data`.
+
+    Args:
+        argv: the arguments (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit code: 0 ok, 2 a user error (printed as one line on stderr), 130 interrupted.
+
+    Example:
+        >>> main(["report", "results/example/s0", "results/example/s1"])  # doctest: +SKIP
+        0
+    """
     args = _parser().parse_args(argv)
     handlers: dict[str, Any] = {"run": cmd_run, "eval": cmd_eval, "report": cmd_report, "data": cmd_data}
     try:

@@ -20,7 +20,19 @@ TMP_MARK = ".tmp-"
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temp file next to `path`; on clean exit fsync and rename it onto `path`."""
+    """Open a temp file next to `path`; on clean exit fsync and rename it onto `path`.
+
+    Args:
+        path: the destination (parents created).
+        mode: `open` mode of the temp file (`wb`, `w`).
+
+    Returns:
+        A context manager yielding the open temp file; on an exception the temp file is removed.
+
+    Example:
+        >>> with atomic_open("out.bin") as f:  # doctest: +SKIP
+        ...     f.write(b'data')
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
@@ -39,23 +51,67 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Atomically write bytes to `path`."""
+    """Atomically write bytes to `path`.
+
+    Args:
+        path: the destination.
+        data: the bytes.
+
+    Returns:
+        None.
+
+    Example:
+        >>> atomic_write_bytes("x.bin", b"abc")  # doctest: +SKIP
+    """
     with atomic_open(path, "wb") as f:
         f.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Atomically write text (UTF-8) to `path`."""
+    """Atomically write text (UTF-8) to `path`.
+
+    Args:
+        path: the destination.
+        text: the text.
+
+    Returns:
+        None.
+
+    Example:
+        >>> atomic_write_text("notes.md", "# hi")  # doctest: +SKIP
+    """
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Atomically write `obj` as pretty, key-sorted JSON."""
+    """Atomically write `obj` as pretty, key-sorted JSON (numpy/torch scalars via `json_default`).
+
+    Args:
+        path: the destination.
+        obj: a JSON-able object.
+
+    Returns:
+        None.
+
+    Example:
+        >>> atomic_write_json("results.json", {"acc": 0.9})  # doctest: +SKIP
+    """
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
 def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
-    """Atomically `torch.save` an object."""
+    """Atomically `torch.save` an object.
+
+    Args:
+        path: the destination.
+        obj: anything `torch.save` takes.
+
+    Returns:
+        None.
+
+    Example:
+        >>> atomic_torch_save("ckpt.pt", {"model": model.state_dict()})  # doctest: +SKIP
+    """
     import torch
 
     with atomic_open(path, "wb") as f:
@@ -63,7 +119,19 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def atomic_savefig(fig: Any, path: str | os.PathLike[str], dpi: int = 90) -> Path:
-    """Render a matplotlib figure to PNG in memory, write it atomically, and close the figure."""
+    """Render a matplotlib figure to PNG in memory, write it atomically, and close the figure.
+
+    Args:
+        fig: the figure.
+        path: the PNG destination.
+        dpi: resolution.
+
+    Returns:
+        `path` as a Path.
+
+    Example:
+        >>> atomic_savefig(fig, "plots/loss.png")  # doctest: +SKIP
+    """
     import io as _io
 
     import matplotlib.pyplot as plt
@@ -103,7 +171,18 @@ def json_default(o: Any) -> Any:
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, streamed."""
+    """Hex SHA-256 of a file, streamed.
+
+    Args:
+        path: the file.
+        chunk: bytes read at a time.
+
+    Returns:
+        64 hex digits.
+
+    Example:
+        >>> sha256_file("data/qrels.txt")  # doctest: +SKIP
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -112,12 +191,34 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 def leftover_temp_files(root: str | os.PathLike[str]) -> list[Path]:
-    """Temp files left by interrupted atomic writes under `root` (should be none after a run)."""
+    """Temp files left by interrupted atomic writes under `root` (should be none after a run).
+
+    Args:
+        root: the folder searched recursively.
+
+    Returns:
+        Their paths.
+
+    Example:
+        >>> leftover_temp_files("runs/demo")  # doctest: +SKIP
+        []
+    """
     return [p for p in Path(root).rglob(f"*{TMP_MARK}*") if p.is_file()]
 
 
 def clean_temp_files(root: str | os.PathLike[str]) -> int:
-    """Remove temp files left by a killed process (called when a run resumes)."""
+    """Remove temp files left by a killed process (called when a run resumes).
+
+    Args:
+        root: the folder cleaned recursively.
+
+    Returns:
+        How many files were removed.
+
+    Example:
+        >>> clean_temp_files("runs/demo")  # doctest: +SKIP
+        0
+    """
     files = leftover_temp_files(root)
     for p in files:
         with contextlib.suppress(FileNotFoundError):
