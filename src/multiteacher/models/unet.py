@@ -24,7 +24,19 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    """`(B, in_ch, H, W) -> (B, out_ch, H, W)`; width 16 / depth 3 has ~119k parameters."""
+    """A small U-Net: ``(B, in_ch, H, W) -> (B, out_ch, H, W)``; width 16 / depth 3 has ~119k parameters.
+
+    Args:
+        in_ch: input channels.
+        out_ch: output channels (or classes).
+        width: channels of the first level (doubling per level).
+        depth: resolution levels (>= 1).
+
+    Example:
+        >>> net = UNet(3, 1, width=4, depth=2)
+        >>> net(torch.zeros(2, 3, 9, 10)).shape
+        torch.Size([2, 1, 9, 10])
+    """
 
     def __init__(self, in_ch: int, out_ch: int, width: int = 16, depth: int = 3) -> None:
         super().__init__()
@@ -41,6 +53,18 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(chans[0], out_ch, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Map a batch of images; sides that are not multiples of ``2**(depth-1)`` are padded, then cropped.
+
+        Args:
+            x: ``(B, in_ch, H, W)``.
+
+        Returns:
+            ``(B, out_ch, H, W)``.
+
+        Example:
+            >>> UNet(1, 2, width=2, depth=1)(torch.zeros(1, 1, 3, 3)).shape
+            torch.Size([1, 2, 3, 3])
+        """
         h, w = x.shape[-2:]
         m = 2 ** (self.depth - 1)
         ph, pw = (-h) % m, (-w) % m

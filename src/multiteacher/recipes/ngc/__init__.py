@@ -103,7 +103,20 @@ def _seed_ensemble(c: P.Ctx, ctx: Any) -> dict[str, Any]:
 
 def summary(cfg: Config, rows: list[dict[str, Any]]) -> dict[str, float]:
     """Headline numbers: the primary metric of each node's direct edge and consensus per
-    generation, the controls, pseudo-label error and mask coverage."""
+    generation, the controls, pseudo-label error and mask coverage.
+
+    Args:
+        cfg: the NGC config.
+        rows: the run's result rows.
+
+    Returns:
+        ``"<node>/g<generation>/<predictor>/<metric>"`` (and ``.../mask_coverage``) -> value.
+
+    Example:
+        >>> rows = [{"node": "depth", "generation": "0", "predictor": "rgb>depth", "abs_rel": 0.2}]
+        >>> summary(Config(name="x"), rows)
+        {'depth/g0/direct/abs_rel': 0.2}
+    """
     out: dict[str, float] = {}
     for r in rows:
         metric = cfg.nodes[r["node"]].metric
@@ -121,7 +134,18 @@ def summary(cfg: Config, rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def run(cfg: Config, ctx: Any) -> dict[str, Any]:
-    """Run NGC: generation 0..G (one stage each), then the controls; rows + summary metrics."""
+    """Run NGC: generation 0..G (one stage each), then the controls; rows + summary metrics.
+
+    Args:
+        cfg: the NGC config.
+        ctx: the run's `RunContext` (directories, logging, stages).
+
+    Returns:
+        ``{"metrics": summary(...), "rows": [...]}`` for results.json.
+
+    Example:
+        >>> # multiteacher run recipes/ngc-scenes-tiny.yaml   (or run(cfg, RunContext(...)))
+    """
     c = P.prepare(cfg, ctx.cache_dir, ctx.run_dir, ctx.data_dir)
     ctx.log({"labelled_frames": len(c.labelled), "unlabelled_frames": len(c.unlabelled),
              "test_frames": len(c.test), "edges": len(c.edges)}, event="ngc_data")

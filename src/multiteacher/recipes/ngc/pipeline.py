@@ -26,12 +26,24 @@ from multiteacher.recipes.ngc.config import Config
 from multiteacher.recipes.ngc.edges import IGNORE, edge_job, write_npys
 from multiteacher.recipes.ngc.graph import Edge, build_edges, direct_id, output_nodes, paths_to
 
-CHUNK = 64  # frames per consensus chunk
+#: Frames per chunk of the streamed consensus and metrics.
+CHUNK = 64
 
 
 @dataclass
 class FrameArrays:
-    """A folder of frames-first ``<name>.npy`` arrays (what edges read), SceneArrays-like."""
+    """A folder of frames-first ``<name>.npy`` arrays (what edges read), SceneArrays-like.
+
+    Args:
+        path: the folder.
+        scene: per-frame group ("scene") ids, the unit of the labelled / unlabelled split.
+        rgb: the input frames (memory-mapped).
+        classes: class names of categorical nodes, if known.
+
+    Example:
+        >>> len(FrameArrays(Path("."), np.zeros(4), np.zeros((4, 2, 2, 3))))
+        4
+    """
 
     path: Path
     scene: np.ndarray
@@ -43,7 +55,19 @@ class FrameArrays:
 
 
 def npz_arrays(cfg: Config, data_dir: Path, cache_dir: Path) -> tuple[FrameArrays, FrameArrays]:
-    """Train / test frames of a Dronescapes-style npz folder, exported to the cache."""
+    """Train / test frames of a Dronescapes-style npz folder, exported to the cache.
+
+    Args:
+        cfg: the NGC config (its `npz` source and nodes).
+        data_dir: base of relative `npz.root` paths.
+        cache_dir: where the exported arrays go.
+
+    Returns:
+        ``(train, test)`` frame arrays; ConfigError when the folder has too few shared frames.
+
+    Example:
+        >>> # train, test = npz_arrays(cfg, data_dir, cache_dir)
+    """
     from multiteacher.data.npzdir import NpzDir
 
     src = cfg.npz
@@ -68,7 +92,21 @@ def npz_arrays(cfg: Config, data_dir: Path, cache_dir: Path) -> tuple[FrameArray
 
 @dataclass
 class Ctx:
-    """What every step needs: config, data, frame split, graph, and where files go."""
+    """What every step needs: config, data, frame split, graph, and where files go.
+
+    Args:
+        cfg: the NGC config.
+        train: training frames.
+        test: test frames.
+        labelled: indices of labelled training frames.
+        unlabelled: indices of unlabelled training frames.
+        edges: the graph's edges.
+        work: cache folder of predictions, pseudo-labels and masks.
+        ckpts: folder of edge checkpoints.
+
+    Example:
+        >>> # c = prepare(cfg, cache_dir, run_dir); c.pred_path("gen0", "rgb>depth", "test")
+    """
 
     cfg: Config
     train: SceneArrays | FrameArrays
@@ -80,26 +118,99 @@ class Ctx:
     ckpts: Path
 
     def node(self, name: str) -> dict[str, Any]:
+        """The node's config as a dict (what edge job specs carry).
+
+        Args:
+            name: node name.
+
+        Returns:
+            `NodeConfig.model_dump()`.
+
+        Example:
+            >>> # c.node("depth")["scale"]
+        """
         return self.cfg.nodes[name].model_dump()
 
     def source(self, name: str) -> str:
+        """The data array that holds the node.
+
+        Args:
+            name: node name.
+
+        Returns:
+            The array name (the node's `source`, or its name).
+
+        Example:
+            >>> # c.source("depth") == "depth"
+        """
         return self.cfg.nodes[name].source or name
 
     def gt_ref(self, name: str, split: str) -> dict[str, Any]:
+        """Reference to the node's ground truth on a split.
+
+        Args:
+            name: node name.
+            split: "train" or "test".
+
+        Returns:
+            ``{"path", "layout": "label"}``.
+
+        Example:
+            >>> # c.gt_ref("depth", "test")["path"]
+        """
         arr = self.train if split == "train" else self.test
         return {"path": str(arr.path / f"{self.source(name)}.npy"), "layout": "label"}
 
     def pred_path(self, tag: str, edge_id: str, split: str) -> Path:
+        """Where an edge's predictions on a split live.
+
+        Args:
+            tag: generation / control tag ("gen0", "self1", "ens2", ...).
+            edge_id: the edge.
+            split: "train" or "test".
+
+        Returns:
+            ``<work>/<tag>/pred/<slug>.<split>.npy``.
+
+        Example:
+            >>> # c.pred_path("gen0", "rgb>depth", "test").name == "rgb-to-depth.test.npy"
+        """
         slug = edge_id.replace(">", "-to-").replace("+", "-and-")
         return self.work / tag / "pred" / f"{slug}.{split}.npy"
 
     def pseudo_path(self, tag: str, node: str, what: str) -> Path:
+        """Where a consensus file lives.
+
+        Args:
+            tag: the generation whose paths were combined.
+            node: output node.
+            what: "train" (pseudo-labels), "mask" (agreement mask) or "test" (consensus prediction).
+
+        Returns:
+            ``<work>/<tag>/pseudo/<node>.<what>.npy``.
+
+        Example:
+            >>> # c.pseudo_path("gen0", "depth", "mask")
+        """
         return self.work / tag / "pseudo" / f"{node}.{what}.npy"
 
 
 def prepare(cfg: Config, cache_dir: Path, run_dir: Path, data_dir: Path | None = None) -> Ctx:
     """Render (or reuse) the scenes — or export an npz folder — and split the training scenes
-    (groups) into labelled / unlabelled."""
+    (groups) into labelled / unlabelled.
+
+    Args:
+        cfg: the NGC config.
+        cache_dir: where rendered scenes and work files go.
+        run_dir: the run (edge checkpoints; part of the work folder's key).
+        data_dir: base of an npz source.
+
+    Returns:
+        The run's `Ctx`; ConfigError when the data lacks a node's array or classes.
+
+    Example:
+        >>> # c = prepare(cfg, ctx.cache_dir, ctx.run_dir, ctx.data_dir)
+    """
     names = {n.source or k for k, n in cfg.nodes.items()}
     if cfg.npz is not None:
         train, test = npz_arrays(cfg, Path(data_dir or "."), cache_dir)
@@ -124,6 +235,20 @@ def prepare(cfg: Config, cache_dir: Path, run_dir: Path, data_dir: Path | None =
 
 
 def edge_seed(seed: int, tag: str, edge_id: str) -> int:
+    """The seed of one edge job: a hash of (run seed, generation tag, edge id).
+
+    Args:
+        seed: the run's seed.
+        tag: generation tag (controls reuse the generation's tag: same seeds, same budget).
+        edge_id: the edge.
+
+    Returns:
+        A non-negative 31-bit int.
+
+    Example:
+        >>> edge_seed(0, "gen0", "rgb>depth") == edge_seed(0, "gen0", "rgb>depth")
+        True
+    """
     return zlib.crc32(f"{seed}|{tag}|{edge_id}".encode()) & 0x7FFFFFFF
 
 
@@ -163,7 +288,19 @@ def _input_ref(c: Ctx, tag: str, node: str, mode: str, prev: str | None) -> dict
 
 def generation_jobs(c: Ctx, g: int) -> list[Job]:
     """Jobs of generation `g`: all edges; g = 0 on labelled frames only, g >= 1 on labelled ∪
-    pseudo-labelled frames (pseudo-labels = consensus of generation g-1)."""
+    pseudo-labelled frames (pseudo-labels = consensus of generation g-1).
+
+    Args:
+        c: the run's context.
+        g: the generation.
+
+    Returns:
+        Executor jobs running `edges.edge_job` (two-hop edges depend on the direct ones);
+        DataError when generation g-1's pseudo-labels are missing.
+
+    Example:
+        >>> # run(c, generation_jobs(c, 0))
+    """
     tag, prev = f"gen{g}", (f"gen{g - 1}" if g else None)
     mode = c.cfg.graph.two_hop_input if g else "prediction"
     if prev is not None:
@@ -188,7 +325,18 @@ def generation_jobs(c: Ctx, g: int) -> list[Job]:
 
 
 def run(c: Ctx, jobs: list[Job]) -> dict[str, Any]:
-    """Run edge jobs through the engine's executor; raise on the first failure."""
+    """Run edge jobs through the engine's executor; raise on the first failure.
+
+    Args:
+        c: the run's context (its executor config).
+        jobs: edge jobs.
+
+    Returns:
+        Job id -> the job's result (`edges.edge_job`'s dict).
+
+    Example:
+        >>> # info = run(c, generation_jobs(c, 0)); info["gen0/rgb>depth"]["final_loss"]
+    """
     ex = c.cfg.executor
     workers = min(ex.workers, max(1, len(jobs)))
     results = run_jobs(jobs, backend=ex.backend, workers=workers, threads_per_worker=ex.threads_per_worker)
@@ -215,9 +363,23 @@ def _stack(paths: list[Path], sl: slice) -> torch.Tensor:
 def consensus_chunk(c: Ctx, node: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Paths' predictions (B, K, C, H, W) -> (label-layout consensus, keep mask (B, H, W), dispersion).
 
+    The K paths into a node are its teachers, on axis 1, combined by the engine's consensus ops.
     Categorical: vote over probabilities (labels out). Continuous: median / mean / trimmed mean;
     normals renormalised. The mask keeps pixels whose path dispersion is low (a per-frame
-    quantile or an absolute threshold; optionally per consensus class)."""
+    quantile or an absolute threshold; optionally per consensus class).
+
+    Args:
+        c: the run's context (consensus config, nodes).
+        node: the output node.
+        x: the paths' stored predictions, float, ``(B, K, C, H, W)``.
+
+    Returns:
+        ``(value, keep, dispersion)``: the consensus in label layout, the bool keep mask and the
+        per-pixel dispersion ``(B, H, W)``.
+
+    Example:
+        >>> # value, keep, disp = consensus_chunk(c, "depth", torch.randn(2, 3, 1, 8, 8))
+    """
     cc = c.cfg.consensus
     kind = c.cfg.nodes[node].kind
     if kind == "categorical":
@@ -272,12 +434,25 @@ def build_pseudo(c: Ctx, tag: str, sources: dict[str, list[tuple[str, str]]],
                  chunk: int | None = None) -> dict[str, Any]:
     """Consensus at every output node over `sources[node]` ((tag, edge id) pairs of predictions):
     train frames -> pseudo-labels (ground truth kept on labelled frames) + keep mask; test frames
-    -> the consensus prediction. Returns diagnostics (pseudo-label error on the unlabelled frames
-    against their held-back ground truth, mask coverage).
+    -> the consensus prediction.
 
     Streamed: `chunk` frames (default CHUNK) of every path's predictions at a time, pseudo-labels and
     masks written as they come and the diagnostics accumulated chunk by chunk, so memory stays flat in
-    the number of frames; the files do not depend on `chunk`."""
+    the number of frames; the files do not depend on `chunk`.
+
+    Args:
+        c: the run's context.
+        tag: the tag the consensus files are written under.
+        sources: per output node, the (tag, edge id) of every path combined.
+        chunk: frames per chunk.
+
+    Returns:
+        Per node: ``{"pseudo", "pseudo_kept", "coverage"}`` — pseudo-label error on the unlabelled
+        frames against their held-back ground truth (all pixels / kept pixels), and mask coverage.
+
+    Example:
+        >>> # diag = build_pseudo(c, "gen0", sources_of(c, "gen0")); diag["depth"]["coverage"]
+    """
     out: dict[str, Any] = {}
     lab_set = np.zeros(len(c.train), dtype=bool)
     lab_set[c.labelled] = True
@@ -402,27 +577,79 @@ def node_metrics(c: Ctx, node: str, pred: Frames, gt: Frames, layout: str = "pre
     return {k: values[k] for k in REPORTED[nc.metric]}
 
 
+#: Per node metric: the headline metric and whether lower ("min") or higher ("max") is better.
 PRIMARY = {"depth": ("abs_rel", "min"), "normals": ("mean_deg", "min"), "semantic": ("miou", "max"),
            "height": ("rmse", "min")}
 
 
 def evaluate_edges(c: Ctx, tag: str, edge_ids: Iterable[str], node: str) -> dict[str, dict[str, float]]:
+    """Test metrics of single edges' predictions at `node`.
+
+    Args:
+        c: the run's context.
+        tag: generation / control tag.
+        edge_ids: edges into `node`.
+        node: the output node.
+
+    Returns:
+        Edge id -> the node's metrics.
+
+    Example:
+        >>> # evaluate_edges(c, "gen0", ["rgb>depth"], "depth")["rgb>depth"]["abs_rel"]
+    """
     gt = c.gt_ref(node, "test")["path"]
     return {e: node_metrics(c, node, c.pred_path(tag, e, "test"), gt) for e in edge_ids}
 
 
 def evaluate_consensus(c: Ctx, tag: str, node: str) -> dict[str, float]:
+    """Test metrics of the consensus at `node` (written by `build_pseudo` under `tag`).
+
+    Args:
+        c: the run's context.
+        tag: the consensus tag.
+        node: the output node.
+
+    Returns:
+        The node's metrics.
+
+    Example:
+        >>> # evaluate_consensus(c, "gen0", "depth")["rmse"]
+    """
     return node_metrics(c, node, c.pseudo_path(tag, node, "test"), c.gt_ref(node, "test")["path"], layout="label")
 
 
 def sources_of(c: Ctx, tag: str) -> dict[str, list[tuple[str, str]]]:
-    """Every path into every output node, as (tag, edge id)."""
+    """Every path into every output node, as (tag, edge id): each node's teachers.
+
+    Args:
+        c: the run's context.
+        tag: the generation whose edges' predictions are the paths.
+
+    Returns:
+        Node -> [(tag, edge id), ...], the direct edge first.
+
+    Example:
+        >>> # sources_of(c, "gen0")["depth"][0] == ("gen0", "rgb>depth")
+    """
     return {n: [(tag, e.id) for e in paths_to(c.edges, n)] for n in output_nodes(c.cfg)}
 
 
 def direct_jobs(c: Ctx, tag: str, pseudo_tag: str | None, seed_tag: str | None = None) -> list[Job]:
     """Direct edges only (controls): on ground truth (`pseudo_tag` None) or on the pseudo-labels
-    of `pseudo_tag` (self-training)."""
+    of `pseudo_tag` (self-training).
+
+    Args:
+        c: the run's context.
+        tag: tag of the jobs' outputs.
+        pseudo_tag: consensus tag whose pseudo-labels they train on (None: ground truth only).
+        seed_tag: tag the seeds are derived from (default `tag`).
+
+    Returns:
+        Executor jobs running `edges.edge_job`.
+
+    Example:
+        >>> # run(c, direct_jobs(c, "self1", pseudo_tag="self0", seed_tag="gen1"))
+    """
     jobs = []
     for node in output_nodes(c.cfg):
         eid = direct_id(c.cfg, node)

@@ -15,7 +15,19 @@ from multiteacher.recipes.ngc.graph import direct_id, output_nodes
 
 def plot_generations(cfg: Any, rows: list[dict[str, Any]], out: Path) -> Path:
     """One panel per node: primary test metric vs generation for the direct edge, the consensus,
-    the pseudo-labels, self-training, and the seed ensemble (a horizontal line)."""
+    the pseudo-labels, self-training, and the seed ensemble (a horizontal line).
+
+    Args:
+        cfg: the NGC config.
+        rows: the run's result rows.
+        out: the PNG to write.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> # plot_generations(cfg, results["rows"], run_dir / "plots" / "ngc_generations.png")
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,7 +62,19 @@ def plot_generations(cfg: Any, rows: list[dict[str, Any]], out: Path) -> Path:
 
 def plot_examples(c: P.Ctx, out_dir: Path, frames: int) -> list[Path]:
     """Per node: rows = unlabelled frames; columns = RGB, ground truth, generation-0 direct edge,
-    generation-0 consensus (the pseudo-label), agreement mask."""
+    generation-0 consensus (the pseudo-label), agreement mask.
+
+    Args:
+        c: the run's NGC context.
+        out_dir: folder of the PNGs.
+        frames: unlabelled frames to show (0: none).
+
+    Returns:
+        The paths written (``ngc_example_<node>.png``).
+
+    Example:
+        >>> # plot_examples(c, run_dir / "plots", frames=3)
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,5 +123,18 @@ def plot_examples(c: P.Ctx, out_dir: Path, frames: int) -> list[Path]:
 
 
 def write_plots(c: P.Ctx, rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """All NGC figures: metrics vs generation, and example frames.
+
+    Args:
+        c: the run's NGC context.
+        rows: the run's result rows.
+        out_dir: folder of the PNGs.
+
+    Returns:
+        The paths written.
+
+    Example:
+        >>> # write_plots(c, rows, ctx.run_dir / "plots")
+    """
     return [plot_generations(c.cfg, rows, out_dir / "ngc_generations.png"),
             *plot_examples(c, out_dir, c.cfg.example_frames)]
