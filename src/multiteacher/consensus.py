@@ -75,7 +75,21 @@ def mean(
 ) -> Tensor:
     """Weighted, masked mean over teachers: ``Σ_k w_k v_k x_k / Σ_k w_k v_k``.
 
-    Shapes: ``x`` (B, K, ...) -> (B, ...). Elements whose total weight is 0 get ``fill``.
+    Elements whose total weight is 0 (no valid teacher, or only zero weights) get ``fill``.
+
+    Args:
+        x: teacher outputs ``(B, K, ...)`` (teachers on ``dim``).
+        weights: non-negative per-teacher weights ``(K,)`` or ``(B, K)``; None = uniform.
+        valid: bool mask broadcastable to ``x``; None = all valid.
+        dim: the teacher dimension.
+        fill: value where no teacher counts.
+
+    Returns:
+        ``x`` reduced over ``dim``, e.g. ``(B, ...)``.
+
+    Example:
+        >>> mean(torch.tensor([[1.0, 3.0]]), weights=torch.tensor([1.0, 3.0]))
+        tensor([2.5000])
     """
     return _wmean(x, _weights(x, weights, dim), valid, dim, fill)
 
@@ -93,7 +107,19 @@ def median(x: Tensor, valid: Tensor | None = None, dim: int = 1, fill: float = 0
     """Masked median over teachers; for an even count it is the mean of the two middle values.
 
     (``torch.median`` returns the lower middle value instead; we want the true median, as numpy.)
-    Shapes: ``x`` (B, K, ...) -> (B, ...). Elements without a valid teacher get ``fill``.
+
+    Args:
+        x: teacher outputs ``(B, K, ...)``.
+        valid: bool mask broadcastable to ``x``; None = all valid.
+        dim: the teacher dimension.
+        fill: value for elements without a valid teacher.
+
+    Returns:
+        ``x`` reduced over ``dim``, e.g. ``(B, ...)``.
+
+    Example:
+        >>> median(torch.tensor([[1.0, 5.0, 2.0, 9.0]]))
+        tensor([3.5000])
     """
     s, n = _sorted_valid(x, valid, dim)
     lo = ((n - 1).clamp(min=0) // 2).unsqueeze(-1)
@@ -109,7 +135,21 @@ def median(x: Tensor, valid: Tensor | None = None, dim: int = 1, fill: float = 0
 def trimmed_mean(x: Tensor, trim: float = 0.1, valid: Tensor | None = None, dim: int = 1, fill: float = 0.0) -> Tensor:
     """Mean after cutting ``floor(trim * n)`` values from each end (n = valid teachers per element).
 
-    Same convention as ``scipy.stats.trim_mean(a, proportiontocut=trim)``. ``trim`` in [0, 0.5).
+    Same convention as ``scipy.stats.trim_mean(a, proportiontocut=trim)``.
+
+    Args:
+        x: teacher outputs ``(B, K, ...)``.
+        trim: share cut from each end, in [0, 0.5).
+        valid: bool mask broadcastable to ``x``; None = all valid.
+        dim: the teacher dimension.
+        fill: value for elements without a valid teacher.
+
+    Returns:
+        ``x`` reduced over ``dim``.
+
+    Example:
+        >>> trimmed_mean(torch.tensor([[0.0, 1.0, 2.0, 100.0]]), trim=0.25)
+        tensor([1.5000])
     """
     if not 0.0 <= trim < 0.5:
         raise ConfigError(f"trimmed_mean: trim must be in [0, 0.5), got {trim}")
@@ -133,9 +173,24 @@ def weighted(
 ) -> Tensor:
     """Inverse-variance weighted mean: ``Σ_k x_k / (σ²_k + eps) / Σ_k 1 / (σ²_k + eps)``.
 
-    ``var`` is each teacher's predicted variance (same shape as ``x``, or broadcastable, e.g. one
-    variance per teacher ``(1, K, 1, ...)``); optional extra per-teacher ``weights`` multiply in.
-    This is the minimum-variance unbiased combination of independent estimates.
+    The minimum-variance unbiased combination of independent estimates; optional extra per-teacher
+    ``weights`` multiply in.
+
+    Args:
+        x: teacher outputs ``(B, K, ...)``.
+        var: each teacher's predicted variance, shaped like ``x`` or broadcastable (e.g. ``(1, K, 1)``).
+        weights: extra non-negative per-teacher weights ``(K,)`` or ``(B, K)``.
+        valid: bool mask broadcastable to ``x``.
+        dim: the teacher dimension.
+        eps: added to the variances.
+        fill: value where no teacher counts.
+
+    Returns:
+        ``x`` reduced over ``dim``.
+
+    Example:
+        >>> weighted(torch.tensor([[0.0, 3.0]]), torch.tensor([[1.0, 2.0]]), eps=0.0)
+        tensor([1.])
     """
     if (var < 0).any():
         raise ConfigError("weighted consensus: variances must be non-negative")
@@ -156,9 +211,22 @@ def _wmean(x: Tensor, w: Tensor, valid: Tensor | None, dim: int, fill: float) ->
 def dispersion(x: Tensor, kind: str = "std", valid: Tensor | None = None, dim: int = 1) -> tuple[Tensor, Tensor]:
     """Per-element spread over teachers; returns ``(dispersion, n_valid)``.
 
-    ``std``: population standard deviation (ddof = 0) of the valid teachers.
-    ``mad``: median absolute deviation from the (true) median, unscaled (no 1.4826 factor),
-    as ``scipy.stats.median_abs_deviation(scale=1.0)``.
+    ``std``: population standard deviation (ddof = 0) of the valid teachers. ``mad``: median absolute
+    deviation from the (true) median, unscaled (no 1.4826 factor), as
+    ``scipy.stats.median_abs_deviation(scale=1.0)``.
+
+    Args:
+        x: teacher outputs ``(B, K, ...)``.
+        kind: ``std`` or ``mad``.
+        valid: bool mask broadcastable to ``x``.
+        dim: the teacher dimension.
+
+    Returns:
+        ``(dispersion, n_valid)``, both reduced over ``dim``.
+
+    Example:
+        >>> dispersion(torch.tensor([[1.0, 3.0]]))[0]
+        tensor([1.])
     """
     xm, vm = _prep(x, valid, dim)
     n = vm.sum(-1)
@@ -191,7 +259,24 @@ def agreement_mask(
     Keep elements with dispersion ``<= threshold`` (absolute), or, with ``quantile`` = q, those with
     dispersion ``<=`` the per-sample q-quantile of the dispersions of that sample's elements (so
     roughly a fraction q is kept). Elements with fewer than ``min_valid`` valid teachers are dropped.
-    ``coverage`` is the kept fraction of all output elements (a 0-dim float tensor).
+
+    Args:
+        x: teacher outputs ``(B, K, ...)``.
+        threshold: absolute dispersion bound (give this or ``quantile``).
+        quantile: per-sample quantile of the dispersions to keep below.
+        kind: ``std`` or ``mad``.
+        valid: bool mask broadcastable to ``x``.
+        dim: the teacher dimension.
+        reduce_dims: output dims over which the dispersion is averaged.
+        min_valid: fewest valid teachers an element needs.
+
+    Returns:
+        ``(mask, coverage)``: bool mask shaped like the reduced output, and the kept fraction of all
+        output elements (a 0-dim float tensor).
+
+    Example:
+        >>> agreement_mask(torch.tensor([[[1.0, 5.0], [1.1, 9.0]]]), threshold=0.1)[0]  # (B=1, K=2, N=2)
+        tensor([[ True, False]])
     """
     if (threshold is None) == (quantile is None):
         raise ConfigError("agreement_mask: give exactly one of threshold= or quantile=")
@@ -218,7 +303,12 @@ def agreement_mask(
 
 
 class Vote(NamedTuple):
-    """Categorical consensus: ``labels`` (B, ...), ``probs`` (B, C, ...), ``confidence`` (B, ...)."""
+    """Categorical consensus: ``labels`` (B, ...), ``probs`` (B, C, ...), ``confidence`` (B, ...).
+
+    Example:
+        >>> vote(torch.tensor([[[0.9, 0.1], [0.4, 0.6]]])).labels
+        tensor([0])
+    """
 
     labels: Tensor
     probs: Tensor
@@ -241,6 +331,23 @@ def vote(
     its argmax class; ``probs`` is the normalised vote histogram, ``confidence`` the winner's vote
     share. Ties go to the lowest class index (like ``torch.argmax``/``scipy.stats.mode``).
     Elements with no valid teacher get uniform probs and confidence 0.
+
+    Args:
+        probs: class probabilities (or logits with ``from_logits``) ``(B, K, C, ...)``.
+        method: ``mean`` or ``majority``.
+        weights: non-negative per-teacher weights ``(K,)`` or ``(B, K)``.
+        valid: bool mask broadcastable to ``probs``.
+        dim: the teacher dimension.
+        class_dim: the class dimension of ``probs``.
+        from_logits: apply a softmax over ``class_dim`` first.
+
+    Returns:
+        A :class:`Vote` ``(labels, probs, confidence)``.
+
+    Example:
+        >>> v = vote(torch.tensor([[[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]]), method="majority")
+        >>> v.labels, v.confidence
+        (tensor([0]), tensor([0.6667]))
     """
     p = probs.softmax(class_dim) if from_logits else probs
     C = p.shape[class_dim]
@@ -270,7 +377,20 @@ METHODS = ("mean", "median", "trimmed_mean", "weighted")
 
 
 def combine(x: Tensor, method: str = "median", **kwargs) -> Tensor:
-    """Dispatch by name (for configs): ``mean`` | ``median`` | ``trimmed_mean`` | ``weighted``."""
+    """Dispatch by name (for configs): ``mean`` | ``median`` | ``trimmed_mean`` | ``weighted``.
+
+    Args:
+        x: teacher outputs ``(B, K, ...)``.
+        method: one of :data:`METHODS`.
+        **kwargs: passed to the op (``weights``, ``valid``, ``dim``, ``trim``, ``var``, ...).
+
+    Returns:
+        The op's result.
+
+    Example:
+        >>> combine(torch.tensor([[1.0, 2.0, 10.0]]), "median")
+        tensor([2.])
+    """
     fns = {"mean": mean, "median": median, "trimmed_mean": trimmed_mean, "weighted": weighted}
     if method not in fns:
         raise ConfigError(f"unknown consensus method {method!r}; choose one of {', '.join(METHODS)}")

@@ -30,24 +30,34 @@ IDENTITY = "torch.nn.modules.linear.Identity"
 class RandomModelConfig(StrictModel):
     """A tiny randomly initialised encoder (tests, the tiny recipe): no download, no hub."""
 
-    arch: Literal["bert", "roberta", "electra", "deberta-v2", "modernbert"] = "bert"
-    hidden: int = Field(32, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
-    intermediate: int = Field(64, ge=8)
-    vocab_size: int = Field(2000, ge=200)
+    arch: Literal["bert", "roberta", "electra", "deberta-v2", "modernbert"] = Field(
+        "bert", description="Encoder architecture (HF config class) of the random model."
+    )
+    hidden: int = Field(32, ge=8, description="Hidden width.")
+    layers: int = Field(2, ge=1, description="Encoder layers.")
+    heads: int = Field(2, ge=1, description="Attention heads (must divide `hidden`).")
+    intermediate: int = Field(64, ge=8, description="Feed-forward width.")
+    vocab_size: int = Field(2000, ge=200, description="WordPiece vocabulary size, built from the run's texts.")
 
 
 class ModelConfig(StrictModel):
     """Which student to train and how it reads (query, passage) pairs."""
 
-    name: str = "models/all-MiniLM-L6-v2"  # hub name or local folder (see `make models`)
-    random: RandomModelConfig | None = None  # set to build a tiny random model instead of `name`
-    keep_layers: int | None = Field(None, ge=1)  # keep only the first N encoder layers
-    max_length: int = Field(256, ge=16)
-    eval_batch_size: int = Field(16, ge=1)  # small batches pad less; on CPU 8-16 is fastest (bench B3)
-    eval_backend: Literal["auto", "torch", "onnx"] = "auto"  # auto: ONNX Runtime on CPU when installed
-    dropout: float | None = Field(None, ge=0.0, lt=1.0)  # override hidden dropout if set
+    name: str = Field(
+        "models/all-MiniLM-L6-v2", description="Hub name or local folder of the student encoder (see `make models`)."
+    )
+    random: RandomModelConfig | None = Field(
+        None, description="Set to build a tiny random model instead of loading `name` (tests, tiny recipes)."
+    )
+    keep_layers: int | None = Field(None, ge=1, description="Keep only the first N encoder layers (CPU speed).")
+    max_length: int = Field(256, ge=16, description="Tokens per (query, passage) pair, truncation longest-first.")
+    eval_batch_size: int = Field(
+        16, ge=1, description="Pairs per batch when re-ranking; small batches pad less (on CPU 8-16 is fastest)."
+    )
+    eval_backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="Re-ranking backend; `auto`: ONNX Runtime on CPU when installed, else PyTorch."
+    )
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="Override the encoder's hidden dropout if set.")
 
 
 # ------------------------------------------------------------------------------- tokenizer / config
