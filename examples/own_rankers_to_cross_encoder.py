@@ -20,7 +20,6 @@ import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 import multiteacher as mt
-from multiteacher.config import RecipeConfig
 from multiteacher.data.ir import load_trec_dl, read_trec_run, runs_to_tensor, write_trec_run
 from multiteacher.recipes.rerank.model import ModelConfig, RandomModelConfig, encode, forward_scores, load_student
 
@@ -76,9 +75,7 @@ def step(model, batch):
     return mt.margin_mse(scores, torch.tensor([g[2] for g in batch]))
 
 
-ctx = mt.RunContext(run_dir=work, data_dir=DATA, cache_dir=work,
-                    config=RecipeConfig(recipe="example", name="own-rankers", seed=0))
-torch.manual_seed(0)
+ctx = mt.RunContext.create(work / "run", seed=0, data_dir=DATA)  # run dir, Fabric, seeding: one call
 mt.fit(ctx, "student", model, groups, step, mt.FitConfig(max_steps=150, batch_size=8, lr=5e-3, val_every=150),
        collate_fn=lambda items: items)
 model.eval()
@@ -87,6 +84,7 @@ with torch.no_grad():
                                                                      [data.passages[d] for d in cands[q]], 96))
                            .tolist())) for q in data.qids}
 print(f"student (tiny cross-encoder): nDCG@10 = {ndcg(student):.3f}")
+ctx.finish(metrics={"test/nDCG@10": ndcg(student), "test/fused/nDCG@10": ndcg(fused_run)})  # results.json, report.md
 shuffled = [{q: {d: rng.random() for d in cands[q]} for q in data.qids} for _ in range(20)]
 print(f"random order of the candidates: nDCG@10 = {np.mean([ndcg(r) for r in shuffled]):.3f}")
 # On the queries it trained on, the student reproduces its teachers' ranking (it never saw their labels):
