@@ -19,6 +19,7 @@ import inspect
 from importlib.metadata import entry_points
 from types import ModuleType
 
+from multiteacher.config import RecipeConfig
 from multiteacher.errors import ConfigError
 
 ENTRY_POINT_GROUP = "multiteacher.recipes"
@@ -96,8 +97,6 @@ def check_recipe(module: ModuleType, name: str, source: str = "config") -> None:
         >>> import multiteacher.recipes.example as m
         >>> check_recipe(m, "example")
     """
-    from multiteacher.config import RecipeConfig
-
     cfg_cls = getattr(module, "Config", None)
     run = getattr(module, "run", None)
     problems = []

@@ -50,6 +50,8 @@ from multiteacher.io import (
     read_metrics,
 )
 from multiteacher.killpoints import killpoint
+from multiteacher.recipe_registry import load_recipe
+from multiteacher.report import write_run_report
 from multiteacher.schema import RunInfo, RunResults, read_run_info, validated
 
 VOLATILE_RESULT_KEYS = ("wall_time_s", "timings", "finished_at", "sessions", "versions", "commit")
@@ -382,8 +384,6 @@ class RunContext:
         return RunResults.model_validate(results)
 
     def _write_results(self, out: dict[str, Any], report: bool = True) -> dict[str, Any]:
-        from multiteacher.report import write_run_report
-
         self.close()
         cfg = self.config
         results = {
@@ -564,8 +564,6 @@ def execute_run(cfg: RecipeConfig, run_dir: Path, data_dir: Path, cache_dir: Pat
     Example:
         >>> res = execute_run(load_config("recipes/example-tiny.yaml"), Path("runs/t"), data, cache)  # doctest: +SKIP
     """
-    from multiteacher.recipe_registry import load_recipe
-
     recipe = load_recipe(cfg.recipe)
     ctx = RunContext._start(cfg, Path(run_dir), data_dir, cache_dir, resume, fabric)
     try:
