@@ -68,14 +68,37 @@ def _pair(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
 def pointwise_bce(scores: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:
     """Binary cross-entropy on logits: ``mean(-y log σ(s) - (1-y) log(1-σ(s)))`` over valid items.
 
-    ``labels`` in [0, 1] (binary qrels or soft teacher probabilities). Any shape.
+    Args:
+        scores: student logits, any shape (e.g. ``(B, L)``).
+        labels: targets in [0, 1] (binary qrels or soft teacher probabilities), same shape.
+        mask: bool, same shape; None = all valid.
+
+    Returns:
+        A scalar loss.
+
+    Example:
+        >>> round(pointwise_bce(torch.tensor([[0.0]]), torch.tensor([[1.0]])).item(), 4)  # log 2
+        0.6931
     """
     s, y = _pair(scores, labels)
     return _masked_mean(F.binary_cross_entropy_with_logits(s, y, reduction="none"), _mask(s, mask))
 
 
 def pointwise_mse(scores: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Pointwise regression onto teacher scores: ``mean((s - t)²)`` over valid items."""
+    """Pointwise regression onto teacher scores: ``mean((s - t)²)`` over valid items.
+
+    Args:
+        scores: student scores, any shape.
+        targets: teacher scores, same shape.
+        mask: bool, same shape; None = all valid.
+
+    Returns:
+        A scalar loss.
+
+    Example:
+        >>> pointwise_mse(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]])).item()
+        2.5
+    """
     s, t = _pair(scores, targets)
     return _masked_mean((s - t) ** 2, _mask(s, mask))
 
@@ -83,7 +106,17 @@ def pointwise_mse(scores: Tensor, targets: Tensor, mask: Tensor | None = None) -
 def hinge(scores: Tensor, mask: Tensor | None = None, margin: float = 1.0) -> Tensor:
     """Pairwise hinge: ``mean_j max(0, margin - (s⁺ - s⁻_j))`` over valid negatives.
 
-    ``scores`` (B, 1 + n) with the positive in column 0.
+    Args:
+        scores: ``(B, 1 + n)`` student scores, the positive in column 0.
+        mask: bool ``(B, 1 + n)``; None = all valid.
+        margin: the margin.
+
+    Returns:
+        A scalar loss.
+
+    Example:
+        >>> hinge(torch.tensor([[1.0, 0.5]]), margin=1.0).item()
+        0.5
     """
     s = scores.float()
     m = _mask(s, mask)
@@ -94,8 +127,19 @@ def hinge(scores: Tensor, mask: Tensor | None = None, margin: float = 1.0) -> Te
 def margin_mse(scores: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
     """MarginMSE (Hofstätter et al. 2020): ``mean_j ((s⁺ - s⁻_j) - (t⁺ - t⁻_j))²``.
 
-    ``scores``/``targets`` (B, 1 + n), positive in column 0; triples are ``n = 1``. Mean over valid
-    (query, negative) pairs.
+    Triples are ``n = 1``; mean over valid (query, negative) pairs.
+
+    Args:
+        scores: ``(B, 1 + n)`` student scores, the positive in column 0.
+        targets: ``(B, 1 + n)`` teacher scores.
+        mask: bool ``(B, 1 + n)``; None = all valid.
+
+    Returns:
+        A scalar loss.
+
+    Example:
+        >>> margin_mse(torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]])).item()  # (2 - 1)²
+        1.0
     """
     s, t = _pair(scores, targets)
     m = _mask(s, mask)
@@ -106,8 +150,19 @@ def margin_mse(scores: Tensor, targets: Tensor, mask: Tensor | None = None) -> T
 def info_nce(scores: Tensor, mask: Tensor | None = None, temperature: float = 1.0) -> Tensor:
     """InfoNCE / localised contrastive estimation: ``-log softmax(s/τ)_0`` over the 1 + n candidates.
 
-    ``scores`` (B, 1 + n), positive in column 0; masked negatives drop out of the softmax; queries
-    whose positive is masked are skipped. Mean over queries.
+    Masked negatives drop out of the softmax; queries whose positive is masked are skipped.
+
+    Args:
+        scores: ``(B, 1 + n)`` student scores, the positive in column 0.
+        mask: bool ``(B, 1 + n)``; None = all valid.
+        temperature: τ > 0.
+
+    Returns:
+        A scalar loss (mean over queries).
+
+    Example:
+        >>> round(info_nce(torch.tensor([[0.0, 0.0]])).item(), 4)  # log 2
+        0.6931
     """
     if temperature <= 0:
         raise ConfigError(f"info_nce temperature must be > 0, got {temperature}")
@@ -120,8 +175,19 @@ def info_nce(scores: Tensor, mask: Tensor | None = None, temperature: float = 1.
 def ranks_from_scores(scores: Tensor, mask: Tensor | None = None) -> Tensor:
     """1-based ranks by descending score among valid items, ties get the average rank.
 
-    ``rank_i = #{j valid: s_j > s_i} + (#{j valid: s_j = s_i} + 1) / 2``. Invalid items get 0.
-    For a teacher given as an ordering (rank 1 = best), use ``-rank`` as its score.
+    ``rank_i = #{j valid: s_j > s_i} + (#{j valid: s_j = s_i} + 1) / 2``. Invalid items get 0. For a
+    teacher given as an ordering (rank 1 = best), use ``-rank`` as its score.
+
+    Args:
+        scores: ``(B, L)`` scores.
+        mask: bool ``(B, L)``; None = all valid.
+
+    Returns:
+        ``(B, L)`` float ranks.
+
+    Example:
+        >>> ranks_from_scores(torch.tensor([[1.0, 3.0, 3.0]]))
+        tensor([[3.0000, 1.5000, 1.5000]])
     """
     s = scores.detach().float()
     m = _mask(s, mask)
@@ -136,6 +202,19 @@ def distill_ranknet(scores: Tensor, targets: Tensor, mask: Tensor | None = None,
 
     Every valid pair the teacher orders (strictly) is used; ties in the teacher give no pair. Mean
     over all such pairs in the batch (as sentence-transformers' ``RankNetLoss`` with natural log).
+
+    Args:
+        scores: ``(B, L)`` student scores.
+        targets: ``(B, L)`` teacher scores (``-rank`` for orderings).
+        mask: bool ``(B, L)``; None = all valid.
+        sigma: slope σ of the logistic.
+
+    Returns:
+        A scalar loss.
+
+    Example:
+        >>> round(distill_ranknet(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]])).item(), 4)
+        0.6931
     """
     s, t = _pair(scores, targets)
     m = _mask(s, mask)
@@ -150,6 +229,19 @@ def adr_mse(scores: Tensor, targets: Tensor, mask: Tensor | None = None, alpha: 
     ``r̂_i = 1 + Σ_{j≠i, valid} σ(α (s_j - s_i))`` (ApproxRank), teacher rank ``r_i`` from
     :func:`ranks_from_scores` (ties averaged), loss ``Σ_i (r_i - r̂_i)² / log2(r_i + 1)`` averaged
     over all valid items of the batch.
+
+    Args:
+        scores: ``(B, L)`` student scores.
+        targets: ``(B, L)`` teacher scores (``-rank`` for orderings).
+        mask: bool ``(B, L)``; None = all valid.
+        alpha: slope α of ApproxRank's sigmoid.
+
+    Returns:
+        A scalar loss.
+
+    Example:
+        >>> round(adr_mse(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])).item(), 4)  # (.25 / 1 + .25 / log2 3) / 2
+        0.2039
     """
     s, t = _pair(scores, targets)
     m = _mask(s, mask)
@@ -164,7 +256,18 @@ def adr_mse(scores: Tensor, targets: Tensor, mask: Tensor | None = None, alpha: 
 def listnet(scores: Tensor, targets: Tensor, mask: Tensor | None = None, temperature: float = 1.0) -> Tensor:
     """ListNet (Cao et al. 2007): ``-Σ_i softmax(t/τ)_i log softmax(s/τ)_i`` over valid items.
 
-    Mean over queries with at least one valid candidate.
+    Args:
+        scores: ``(B, L)`` student scores.
+        targets: ``(B, L)`` teacher scores.
+        mask: bool ``(B, L)``; None = all valid.
+        temperature: τ > 0.
+
+    Returns:
+        A scalar loss (mean over queries with at least one valid candidate).
+
+    Example:
+        >>> round(listnet(torch.zeros(1, 2), torch.tensor([[5.0, 5.0]])).item(), 4)  # log 2
+        0.6931
     """
     if temperature <= 0:
         raise ConfigError(f"listnet temperature must be > 0, got {temperature}")
@@ -190,21 +293,42 @@ class _RankingLoss(nn.Module):
 
 
 class PointwiseBCELoss(_RankingLoss):
-    """:func:`pointwise_bce`; ``targets`` are labels in [0, 1]."""
+    """Module form of :func:`pointwise_bce`; targets are labels in [0, 1].
+
+    Call: ``loss(scores (B, L), targets (B, L) | None, mask (B, L) | None)``.
+
+    Example:
+        >>> PointwiseBCELoss()(torch.tensor([[0.0]]), torch.tensor([[1.0]]))
+        tensor(0.6931)
+    """
 
     def forward(self, scores, targets=None, mask=None):
         return pointwise_bce(scores, self._need(targets, "bce"), mask)
 
 
 class PointwiseMSELoss(_RankingLoss):
-    """:func:`pointwise_mse`; ``targets`` are teacher scores."""
+    """Module form of :func:`pointwise_mse`; targets are teacher scores.
+
+    Call: ``loss(scores (B, L), targets (B, L) | None, mask (B, L) | None)``.
+
+    Example:
+        >>> PointwiseMSELoss()(torch.tensor([[1.0]]), torch.tensor([[0.0]]))
+        tensor(1.)
+    """
 
     def forward(self, scores, targets=None, mask=None):
         return pointwise_mse(scores, self._need(targets, "mse"), mask)
 
 
 class HingeLoss(_RankingLoss):
-    """:func:`hinge`; positive in column 0, ``targets`` unused."""
+    """Module form of :func:`hinge`; positive in column 0, targets unused.
+
+    Call: ``loss(scores (B, L), targets (B, L) | None, mask (B, L) | None)``.
+
+    Example:
+        >>> HingeLoss(margin=1.0)(torch.tensor([[1.0, 0.5]]))
+        tensor(0.5000)
+    """
 
     def __init__(self, margin: float = 1.0) -> None:
         super().__init__()
@@ -215,14 +339,28 @@ class HingeLoss(_RankingLoss):
 
 
 class MarginMSELoss(_RankingLoss):
-    """:func:`margin_mse`; positive in column 0, ``targets`` are teacher scores."""
+    """Module form of :func:`margin_mse`; positive in column 0, targets are teacher scores.
+
+    Call: ``loss(scores (B, L), targets (B, L) | None, mask (B, L) | None)``.
+
+    Example:
+        >>> MarginMSELoss()(torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]]))
+        tensor(1.)
+    """
 
     def forward(self, scores, targets=None, mask=None):
         return margin_mse(scores, self._need(targets, "margin_mse"), mask)
 
 
 class InfoNCELoss(_RankingLoss):
-    """:func:`info_nce`; positive in column 0, ``targets`` unused."""
+    """Module form of :func:`info_nce`; positive in column 0, targets unused.
+
+    Call: ``loss(scores (B, L), targets (B, L) | None, mask (B, L) | None)``.
+
+    Example:
+        >>> InfoNCELoss()(torch.tensor([[0.0, 0.0]]))
+        tensor(0.6931)
+    """
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
@@ -233,7 +371,14 @@ class InfoNCELoss(_RankingLoss):
 
 
 class DistillRankNetLoss(_RankingLoss):
-    """:func:`distill_ranknet`; ``targets`` are teacher scores (use ``-rank`` for orderings)."""
+    """Module form of :func:`distill_ranknet`; targets are teacher scores (use ``-rank`` for orderings).
+
+    Call: ``loss(scores (B, L), targets (B, L) | None, mask (B, L) | None)``.
+
+    Example:
+        >>> DistillRankNetLoss()(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]))
+        tensor(0.6931)
+    """
 
     def __init__(self, sigma: float = 1.0) -> None:
         super().__init__()
@@ -244,7 +389,14 @@ class DistillRankNetLoss(_RankingLoss):
 
 
 class ADRMSELoss(_RankingLoss):
-    """:func:`adr_mse`; ``targets`` are teacher scores (use ``-rank`` for orderings)."""
+    """Module form of :func:`adr_mse`; targets are teacher scores (use ``-rank`` for orderings).
+
+    Call: ``loss(scores (B, L), targets (B, L) | None, mask (B, L) | None)``.
+
+    Example:
+        >>> ADRMSELoss()(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]))
+        tensor(0.2039)
+    """
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
@@ -255,7 +407,14 @@ class ADRMSELoss(_RankingLoss):
 
 
 class ListNetLoss(_RankingLoss):
-    """:func:`listnet`; ``targets`` are teacher scores."""
+    """Module form of :func:`listnet`; targets are teacher scores.
+
+    Call: ``loss(scores (B, L), targets (B, L) | None, mask (B, L) | None)``.
+
+    Example:
+        >>> ListNetLoss()(torch.zeros(1, 2), torch.tensor([[5.0, 5.0]]))
+        tensor(0.6931)
+    """
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
