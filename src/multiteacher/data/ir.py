@@ -50,7 +50,18 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def read_queries_tsv(path: str | Path) -> dict[str, str]:
-    """`qid<TAB>text` per line."""
+    """Queries from `qid<TAB>text` lines (a duplicate id or a malformed line is a one-line DataError).
+
+    Args:
+        path: the TSV file.
+
+    Returns:
+        `{qid: text}`.
+
+    Example:
+        >>> read_queries_tsv("trec-dl/dl19/queries.tsv")["1037798"]  # doctest: +SKIP
+        'who is robert gray'
+    """
     out: dict[str, str] = {}
     for i, line in _lines(Path(path)):
         qid, sep, text = line.partition("\t")
@@ -74,7 +85,17 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def read_queries_jsonl(path: str | Path) -> dict[str, str]:
-    """BEIR `queries.jsonl`: `{"_id": ..., "text": ...}` per line."""
+    """BEIR `queries.jsonl`: `{"_id": ..., "text": ...}` per line.
+
+    Args:
+        path: the JSONL file.
+
+    Returns:
+        `{qid: text}`.
+
+    Example:
+        >>> read_queries_jsonl("scifact/queries.jsonl")  # doctest: +SKIP
+    """
     out: dict[str, str] = {}
     for i, obj in _json_lines(Path(path)):
         if not isinstance(obj.get("text"), str):
@@ -86,13 +107,36 @@ def read_queries_jsonl(path: str | Path) -> dict[str, str]:
 
 
 def passage_text(title: str | None, text: str) -> str:
-    """The text a model sees for a passage: `title. text` when there is a title (as BEIR does)."""
+    """The text a model sees for a passage: `title. text` when there is a title (as BEIR does).
+
+    Args:
+        title: the passage title (may be empty or None).
+        text: the passage body.
+
+    Returns:
+        The combined text.
+
+    Example:
+        >>> passage_text("Fleas", "Fleas are insects.")
+        'Fleas. Fleas are insects.'
+    """
     title = (title or "").strip()
     return f"{title}. {text}" if title else text
 
 
 def read_corpus_jsonl(path: str | Path, ids: Iterable[str] | None = None) -> dict[str, str]:
-    """BEIR `corpus.jsonl` (`_id`, `title`, `text`) -> {docid: passage text}; optionally only `ids`."""
+    """BEIR `corpus.jsonl` (`_id`, `title`, `text`) -> {docid: passage text}; optionally only `ids`.
+
+    Args:
+        path: the JSONL file.
+        ids: keep only these passage ids (the candidates), or None for all.
+
+    Returns:
+        `{docid: passage_text(title, text)}`.
+
+    Example:
+        >>> read_corpus_jsonl("trec-dl/dl19/corpus.jsonl", ids=["7067032"])  # doctest: +SKIP
+    """
     keep = set(ids) if ids is not None else None
     out: dict[str, str] = {}
     for i, obj in _json_lines(Path(path)):
@@ -108,7 +152,18 @@ def read_corpus_jsonl(path: str | Path, ids: Iterable[str] | None = None) -> dic
 
 
 def read_trec_run(path: str | Path) -> Run:
-    """TREC run `qid Q0 docid rank score tag` -> {qid: {docid: score}} (score: higher is better)."""
+    """TREC run `qid Q0 docid rank score tag` -> {qid: {docid: score}} (score: higher is better).
+
+    Args:
+        path: the run file.
+
+    Returns:
+        `{qid: {docid: score}}`; a malformed line, a non-finite score or a repeated document is a
+        one-line DataError naming the file and line.
+
+    Example:
+        >>> read_trec_run("trec-dl/dl19/bm25.run")["1037798"]  # doctest: +SKIP
+    """
     out: Run = {}
     for i, line in _lines(Path(path)):
         parts = line.split()
@@ -130,7 +185,17 @@ def read_trec_run(path: str | Path) -> Run:
 
 
 def read_trec_run_ranks(path: str | Path) -> dict[str, dict[str, int]]:
-    """TREC run -> {qid: {docid: rank}} using the rank column (1 = best), for LLM orderings."""
+    """TREC run -> {qid: {docid: rank}} using the rank column (1 = best), for LLM orderings.
+
+    Args:
+        path: the run file.
+
+    Returns:
+        `{qid: {docid: rank}}`.
+
+    Example:
+        >>> read_trec_run_ranks("trec-dl/dl19/rankgpt-3.5.run")["1037798"]  # doctest: +SKIP
+    """
     out: dict[str, dict[str, int]] = {}
     for i, line in _lines(Path(path)):
         parts = line.split()
@@ -144,7 +209,17 @@ def read_trec_run_ranks(path: str | Path) -> dict[str, dict[str, int]]:
 
 
 def read_qrels(path: str | Path) -> Qrels:
-    """TREC qrels (`qid iter docid rel`) or BEIR qrels TSV (`query-id corpus-id score`, header)."""
+    """TREC qrels (`qid iter docid rel`) or BEIR qrels TSV (`query-id corpus-id score`, header).
+
+    Args:
+        path: the qrels file.
+
+    Returns:
+        `{qid: {docid: grade}}`; a pair judged twice with different grades is a DataError.
+
+    Example:
+        >>> read_qrels("trec-dl/dl19/qrels.txt")["1037798"]  # doctest: +SKIP
+    """
     out: Qrels = {}
     for i, line in _lines(Path(path)):
         parts = line.split()
@@ -168,7 +243,19 @@ def read_qrels(path: str | Path) -> Qrels:
 
 
 def write_trec_run(path: str | Path, run: Mapping[str, Mapping[str, float]], tag: str = "multiteacher") -> None:
-    """Atomically write a run in TREC format, each query's documents by descending score."""
+    """Atomically write a run in TREC format, each query's documents by descending score (ties by id).
+
+    Args:
+        path: where to write.
+        run: `{qid: {docid: score}}`.
+        tag: the run tag column.
+
+    Returns:
+        None.
+
+    Example:
+        >>> write_trec_run("/tmp/student.run", {"q": {"a": 2.0, "b": 1.0}}, tag="student")  # doctest: +SKIP
+    """
     from multiteacher.io import atomic_write_text
 
     lines = []
@@ -238,7 +325,12 @@ class RunTensor:
     Row b is query `qids[b]`; column n of that row is passage `docids[b][n]` (sorted by doc id;
     rows shorter than N are padded with invalid entries); `teachers[k]` names teacher k. Invalid
     entries (a teacher that did not score the candidate, or padding) hold NaN. The layout that the
-    ranking combiners in `multiteacher.consensus` take.
+    ranking combiners in `multiteacher.consensus` take; build it with `runs_to_tensor`.
+
+    Example:
+        >>> t = runs_to_tensor({"bm25": {"q": {"a": 1.0}}})
+        >>> t.teachers, t.docids
+        (['bm25'], [['a']])
     """
 
     qids: list[str]
@@ -360,7 +452,16 @@ def fuse_runs(
 
 @dataclass
 class IRData:
-    """A re-ranking set: queries, passages of the candidates, the candidate run, qrels, extra runs."""
+    """A re-ranking set: queries, passages of the candidates, the candidate run, qrels, extra runs.
+
+    `fingerprint` (a content hash of queries, candidate pairs and passage texts) keys the teacher
+    cache, so a changed set never reuses stale teacher scores.
+
+    Example:
+        >>> d = IRData("toy", {"q": "flea"}, {"a": "Fleas are insects."}, {"q": {"a": 1.0}})
+        >>> d.pairs(), len(d.fingerprint)
+        ([('q', 'a')], 16)
+    """
 
     name: str
     queries: dict[str, str]
@@ -447,8 +548,22 @@ def _find_qrels(root: Path, split: str) -> Qrels | None:
 def load_dir(root: str | Path, name: str | None = None, split: str = "test", candidates: str | None = None) -> IRData:
     """A BEIR-style directory (the trec-dl layout included) with a candidate run.
 
-    `candidates` names the run file to re-rank (default `bm25.run`, else the only `*.run`). Without any
-    run file every query is paired with every qrels-judged document (BEIR without a first stage).
+    `candidates` names the run file to re-rank (default `bm25.run`, else the only `*.run`); the other
+    `*.run` files are kept in `IRData.runs`. Without any run file every query is paired with every
+    qrels-judged document (BEIR without a first stage).
+
+    Args:
+        root: the directory.
+        name: the set's name (default: the directory name).
+        split: the BEIR qrels split (`qrels/<split>.tsv`).
+        candidates: the run file to re-rank.
+
+    Returns:
+        The validated `IRData`.
+
+    Example:
+        >>> load_dir("../shared/data/trec-dl/dl19").name  # doctest: +SKIP
+        'dl19'
     """
     root = Path(root)
     if not root.is_dir():
@@ -474,20 +589,55 @@ def load_dir(root: str | Path, name: str | None = None, split: str = "test", can
 
 
 def trec_dl_dir(data_dir: str | Path, name: str) -> Path:
-    """`<data_dir>/trec-dl/<set>` for `dl19` or `trec-dl/dl19`."""
+    """`<data_dir>/trec-dl/<set>` for `dl19` or `trec-dl/dl19`.
+
+    Args:
+        data_dir: the data directory.
+        name: `dl19` or `trec-dl/dl19`.
+
+    Returns:
+        The set's folder.
+
+    Example:
+        >>> trec_dl_dir("/data", "trec-dl/dl19").as_posix()
+        '/data/trec-dl/dl19'
+    """
     set_name = name.split("/")[-1]
     return Path(data_dir) / "trec-dl" / set_name
 
 
 def load_trec_dl(data_dir: str | Path, name: str) -> IRData:
-    """One TREC-DL set from the shared layout (`dl19`, `dl21`, `dl22`)."""
+    """One TREC-DL set from the shared layout (`dl19`, `dl21`, `dl22`).
+
+    Args:
+        data_dir: the data directory.
+        name: `dl19` or `trec-dl/dl19`.
+
+    Returns:
+        The `IRData` (BM25 top-100 candidates, qrels where judged, the other runs in `runs`).
+
+    Example:
+        >>> len(load_trec_dl("../shared/data", "dl19").qids)  # doctest: +SKIP
+        43
+    """
     root = trec_dl_dir(data_dir, name)
     require_path(root, f"TREC-DL set {name!r}", TREC_DL_HINT)
     return load_dir(root, name=root.name)
 
 
 def load_ir_datasets(dataset_id: str, candidates_k: int = 100) -> IRData:
-    """An `ir_datasets` id (optional extra): queries, qrels, the scoreddocs top-k (or judged docs)."""
+    """An `ir_datasets` id (optional extra): queries, qrels, the scoreddocs top-k (or judged docs).
+
+    Args:
+        dataset_id: e.g. `msmarco-passage/trec-dl-2019/judged`.
+        candidates_k: candidates per query from the scored documents.
+
+    Returns:
+        The validated `IRData`.
+
+    Example:
+        >>> load_ir_datasets("msmarco-passage/trec-dl-2019/judged")  # doctest: +SKIP
+    """
     try:
         import ir_datasets  # type: ignore[import-not-found]
     except ModuleNotFoundError:
@@ -523,7 +673,19 @@ def load_ir_datasets(dataset_id: str, candidates_k: int = 100) -> IRData:
 
 
 def load_ir(spec: str, data_dir: str | Path | None = None) -> IRData:
-    """Load by spec: `trec-dl/dl19` | `dl19` | a BEIR directory | `irds:<ir_datasets id>`."""
+    """Load by spec: `trec-dl/dl19` | `dl19` | a BEIR directory | `irds:<ir_datasets id>`.
+
+    Args:
+        spec: the set spec.
+        data_dir: the data directory (default: resolved as `--data-dir` > `MULTITEACHER_DATA`).
+
+    Returns:
+        The validated `IRData`.
+
+    Example:
+        >>> load_ir("trec-dl/dl21", "../shared/data").qrels is not None  # doctest: +SKIP
+        True
+    """
     if spec.startswith("irds:"):
         return load_ir_datasets(spec[len("irds:") :])
     if spec in TREC_DL_SETS or spec.startswith("trec-dl/"):
@@ -539,7 +701,18 @@ def load_ir(spec: str, data_dir: str | Path | None = None) -> IRData:
 
 
 def write_qrels_tsv(path: str | Path, qrels: Qrels) -> None:
-    """BEIR qrels TSV (with header), for exporting derived sets."""
+    """BEIR qrels TSV (with header), for exporting derived sets.
+
+    Args:
+        path: where to write (atomically).
+        qrels: `{qid: {docid: grade}}`.
+
+    Returns:
+        None.
+
+    Example:
+        >>> write_qrels_tsv("/tmp/qrels.tsv", {"q": {"a": 2}})  # doctest: +SKIP
+    """
     from multiteacher.io import atomic_open
 
     with atomic_open(path, "w") as f:

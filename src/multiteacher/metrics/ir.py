@@ -22,7 +22,18 @@ DEFAULT_MEASURES: tuple[str, ...] = ("nDCG@10", "RR(rel=2)@10", "AP(rel=2)", "R(
 
 
 def parse_measures(measures: Iterable[str]) -> dict[str, object]:
-    """``{name: ir_measures measure}``; an unknown or malformed name raises ``ConfigError``."""
+    """Parse ir-measures names: ``{name: measure}``; an unknown or malformed name raises ``ConfigError``.
+
+    Args:
+        measures: names in ir-measures syntax (``"nDCG@10"``, ``"RR(rel=2)@10"``), or one name.
+
+    Returns:
+        ``{name: ir_measures measure object}``.
+
+    Example:
+        >>> list(parse_measures(["nDCG@10", "AP(rel=2)"]))
+        ['nDCG@10', 'AP(rel=2)']
+    """
     if isinstance(measures, str):
         measures = [measures]
     out: dict[str, object] = {}
@@ -65,7 +76,20 @@ def _clean_qrels(qrels: Mapping) -> dict[str, dict[str, int]]:
 
 
 def per_query(run: Mapping, qrels: Mapping, measures: Iterable[str] = DEFAULT_MEASURES) -> dict[str, dict[str, float]]:
-    """Per-query values ``{measure_name: {qid: value}}`` for every qid in ``qrels``."""
+    """Per-query values ``{measure_name: {qid: value}}`` for every qid in ``qrels``.
+
+    Args:
+        run: ``{qid: {docid: score}}``, higher is better.
+        qrels: ``{qid: {docid: relevance}}``.
+        measures: ir-measures names.
+
+    Returns:
+        ``{measure: {qid: value}}``; judged queries missing from the run score 0.
+
+    Example:
+        >>> per_query({"q": {"a": 2.0, "b": 1.0}}, {"q": {"b": 1}}, ["RR"])
+        {'RR': {'q': 0.5}}
+    """
     ms = parse_measures(measures)
     name_of = {m: n for n, m in ms.items()}
     out: dict[str, dict[str, float]] = {n: {} for n in ms}
@@ -75,7 +99,20 @@ def per_query(run: Mapping, qrels: Mapping, measures: Iterable[str] = DEFAULT_ME
 
 
 def evaluate(run: Mapping, qrels: Mapping, measures: Iterable[str] = DEFAULT_MEASURES) -> dict[str, float]:
-    """Mean over queries ``{measure_name: value}`` (``ir_measures.calc_aggregate``)."""
+    """Mean over queries ``{measure_name: value}`` (``ir_measures.calc_aggregate``).
+
+    Args:
+        run: ``{qid: {docid: score}}``, higher is better.
+        qrels: ``{qid: {docid: relevance}}``.
+        measures: ir-measures names.
+
+    Returns:
+        ``{measure: mean value}``.
+
+    Example:
+        >>> evaluate({"q": {"a": 2.0, "b": 1.0}}, {"q": {"a": 1}}, ["nDCG@10", "RR"])
+        {'nDCG@10': 1.0, 'RR': 1.0}
+    """
     ms = parse_measures(measures)
     agg = ir_measures.calc_aggregate(list(ms.values()), _clean_qrels(qrels), _clean_run(run))
     return {n: float(agg.get(m, float("nan"))) for n, m in ms.items()}
