@@ -39,6 +39,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "cached_outputs": ("multiteacher.teachers.cache:cached_outputs",),
     "data_fingerprint": ("multiteacher.teachers.base:data_fingerprint",),
     "RunTeacher": ("multiteacher.teachers.text:RunTeacher",),
+    "MaskedTeacher": ("multiteacher.teachers.masked:MaskedTeacher",),
     # consensus over the teacher axis (B, K, ...)
     "mean": ("multiteacher.consensus:mean",),
     "median": ("multiteacher.consensus:median",),
@@ -56,6 +57,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "softmax_weights": ("multiteacher.routing:softmax_weights",),
     "topk_weights": ("multiteacher.routing:topk_weights",),
     "load_balance_kl": ("multiteacher.routing:load_balance_kl",),
+    "load_balance_kl_uniform": ("multiteacher.routing:load_balance_kl_uniform",),
     "load_balance_cv": ("multiteacher.routing:load_balance_cv",),
     "routing_stats": ("multiteacher.routing:routing_stats",),
     # distillation losses
@@ -63,6 +65,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "multi_teacher_kd": ("multiteacher.losses.kd:multi_teacher_kd",),
     "fitnet": ("multiteacher.losses.kd:fitnet",),
     "dkd": ("multiteacher.losses.kd:dkd",),
+    "mutual_kd": ("multiteacher.losses.kd:mutual_kd",),
+    # one loss registry (KD and ranking): names, specs, build by name
+    "make_loss": ("multiteacher.losses.registry:make_loss",),
+    "loss_names": ("multiteacher.losses.registry:loss_names",),
+    "register_loss": ("multiteacher.losses.registry:register_loss",),
+    "LossSpec": ("multiteacher.losses.registry:LossSpec",),
     # ranking losses (scores (B, N), first column the positive where a loss needs one)
     "pointwise_bce": ("multiteacher.losses.ranking:pointwise_bce",),
     "pointwise_mse": ("multiteacher.losses.ranking:pointwise_mse",),
@@ -72,13 +80,15 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "distill_ranknet": ("multiteacher.losses.ranking:distill_ranknet",),
     "adr_mse": ("multiteacher.losses.ranking:adr_mse",),
     "listnet": ("multiteacher.losses.ranking:listnet",),
-    "make_ranking_loss": ("multiteacher.losses.ranking:make_ranking_loss", "multiteacher.losses:make_ranking_loss"),
     # metrics
     "accuracy": ("multiteacher.metrics.classify:accuracy",),
     "classification_metrics": ("multiteacher.metrics.classify:classification_metrics",),
     "depth_metrics": ("multiteacher.metrics.dense:depth_metrics",),
     "normal_metrics": ("multiteacher.metrics.dense:normal_metrics",),
     "semantic_metrics": ("multiteacher.metrics.dense:semantic_metrics",),
+    "DepthMetrics": ("multiteacher.metrics.dense:DepthMetrics",),
+    "NormalMetrics": ("multiteacher.metrics.dense:NormalMetrics",),
+    "SemanticMetrics": ("multiteacher.metrics.dense:SemanticMetrics",),
     "ir_evaluate": ("multiteacher.metrics.ir:evaluate",),
     # training
     "fit": ("multiteacher.engine.loop:fit",),
