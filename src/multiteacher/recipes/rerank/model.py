@@ -28,7 +28,12 @@ IDENTITY = "torch.nn.modules.linear.Identity"
 
 
 class RandomModelConfig(StrictModel):
-    """A tiny randomly initialised encoder (tests, the tiny recipe): no download, no hub."""
+    """A tiny randomly initialised encoder (tests, the tiny recipe): no download, no hub.
+
+    Example:
+        >>> RandomModelConfig(hidden=32, layers=2).arch
+        'bert'
+    """
 
     arch: Literal["bert", "roberta", "electra", "deberta-v2", "modernbert"] = Field(
         "bert", description="Encoder architecture (HF config class) of the random model."
@@ -41,7 +46,12 @@ class RandomModelConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    """Which student to train and how it reads (query, passage) pairs."""
+    """Which student to train and how it reads (query, passage) pairs.
+
+    Example:
+        >>> ModelConfig(keep_layers=3, max_length=128).name
+        'models/all-MiniLM-L6-v2'
+    """
 
     name: str = Field(
         "models/all-MiniLM-L6-v2", description="Hub name or local folder of the student encoder (see `make models`)."
@@ -69,6 +79,18 @@ def build_wordpiece(texts: Iterable[str], vocab_size: int = 2000) -> Any:
     Vocabulary: special tokens, every character (and its `##` continuation), then the most frequent
     lower-cased words (ties by spelling) up to `vocab_size`. (The `tokenizers` trainer is not used
     because its ties depend on per-process hash seeds, which would break resuming a run.)
+
+    Args:
+        texts: the texts the vocabulary is built from.
+        vocab_size: the vocabulary size at most.
+
+    Returns:
+        A `BertTokenizerFast`.
+
+    Example:
+        >>> tok = build_wordpiece(["alpha beta", "beta gamma"], vocab_size=200)  # doctest: +SKIP
+        >>> tok.tokenize("beta")  # doctest: +SKIP
+        ['beta']
     """
     import re
     from collections import Counter
@@ -97,7 +119,19 @@ def build_wordpiece(texts: Iterable[str], vocab_size: int = 2000) -> Any:
 
 
 def tiny_config(rc: RandomModelConfig, tok: Any, max_positions: int = 512) -> Any:
-    """A transformers config for a tiny random encoder of architecture `rc.arch` (num_labels=1)."""
+    """A transformers config for a tiny random encoder of architecture `rc.arch` (num_labels=1).
+
+    Args:
+        rc: the random-model settings.
+        tok: its tokenizer (vocabulary size, special token ids).
+        max_positions: position embeddings.
+
+    Returns:
+        A `PretrainedConfig`.
+
+    Example:
+        >>> tiny_config(RandomModelConfig(), tok)  # doctest: +SKIP
+    """
     from transformers import AutoConfig
 
     vocab_size, pad_id = len(tok), tok.pad_token_id
@@ -131,7 +165,18 @@ def tiny_config(rc: RandomModelConfig, tok: Any, max_positions: int = 512) -> An
 
 
 def encoder_layers(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
-    """The encoder's layer list and its attribute name (the ModuleList as long as num_hidden_layers)."""
+    """The encoder's layer list and its attribute name (the ModuleList as long as num_hidden_layers).
+
+    Args:
+        model: a sequence-classification model.
+
+    Returns:
+        `(layers, dotted attribute path)`.
+
+    Example:
+        >>> encoder_layers(model)[1]  # doctest: +SKIP
+        'bert.encoder.layer'
+    """
     n = getattr(model.config, "num_hidden_layers", None)
     best: tuple[torch.nn.Module, str] | None = None
     for parent in model.modules():
@@ -144,7 +189,19 @@ def encoder_layers(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
 
 
 def keep_first_layers(model: torch.nn.Module, n: int) -> torch.nn.Module:
-    """Drop every encoder layer after the first `n` (in place); the config follows."""
+    """Drop every encoder layer after the first `n` (in place); the config follows.
+
+    Args:
+        model: a sequence-classification model.
+        n: layers to keep.
+
+    Returns:
+        The same model.
+
+    Example:
+        >>> keep_first_layers(model, 3).config.num_hidden_layers  # doctest: +SKIP
+        3
+    """
     parent, attr = encoder_layers(model)
     layers = getattr(parent, attr)
     if n > len(layers):
@@ -161,7 +218,19 @@ def keep_first_layers(model: torch.nn.Module, n: int) -> torch.nn.Module:
 
 
 def load_student(cfg: ModelConfig, texts: Iterable[str] | None = None, seed: int = 0) -> tuple[Any, Any]:
-    """(model, tokenizer) for the config; `texts` trains the tokenizer of a random model."""
+    """(model, tokenizer) for the config; `texts` trains the tokenizer of a random model.
+
+    Args:
+        cfg: the model config.
+        texts: texts for a random model's vocabulary (ignored for pretrained models).
+        seed: seed of a random model's weights and of the fresh regression head.
+
+    Returns:
+        `(AutoModelForSequenceClassification with one label, tokenizer)`.
+
+    Example:
+        >>> model, tok = load_student(ModelConfig(random=RandomModelConfig()), ["alpha beta"])  # doctest: +SKIP
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if cfg.random is not None:
@@ -200,7 +269,20 @@ def load_student(cfg: ModelConfig, texts: Iterable[str] | None = None, seed: int
 
 
 def encode(tok: Any, queries: Sequence[str], passages: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-    """Tokenize (query, passage) pairs with dynamic padding (longest in the batch), passage truncated."""
+    """Tokenize (query, passage) pairs with dynamic padding (longest in the batch), passage truncated.
+
+    Args:
+        tok: the tokenizer.
+        queries: query texts.
+        passages: passage texts (one per query).
+        max_length: tokens per pair.
+
+    Returns:
+        The tokenizer's tensors (`input_ids`, `attention_mask`, ...).
+
+    Example:
+        >>> encode(tok, ["q"], ["p"], 32)["input_ids"].shape  # doctest: +SKIP
+    """
     return tok(
         list(queries),
         list(passages),
@@ -212,14 +294,34 @@ def encode(tok: Any, queries: Sequence[str], passages: Sequence[str], max_length
 
 
 def forward_scores(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One score per pair (the single logit)."""
+    """One score per pair (the single logit).
+
+    Args:
+        model: the cross-encoder.
+        batch: tokenised pairs.
+
+    Returns:
+        `(P,)` scores.
+
+    Example:
+        >>> forward_scores(model, encode(tok, ["q"], ["p"], 32))  # doctest: +SKIP
+    """
     return model(**batch).logits.squeeze(-1)
 
 
 def export(model: Any, tok: Any, out_dir: str | Path) -> Path:
     """`save_pretrained` model + tokenizer; CrossEncoder(out_dir) gives raw (identity) scores.
 
-    Written to a temp folder and renamed, so a killed export leaves no half-written model folder.
+    Args:
+        model: the student.
+        tok: its tokenizer.
+        out_dir: the folder (replaced atomically).
+
+    Returns:
+        The folder.
+
+    Example:
+        >>> export(model, tok, "runs/rerank/model")  # doctest: +SKIP
     """
     import os
     import shutil

@@ -25,7 +25,12 @@ from multiteacher.recipes.rerank.objectives import LabelSource, get_objective
 
 
 class SamplingConfig(StrictModel):
-    """How training groups are drawn."""
+    """How training groups are drawn.
+
+    Example:
+        >>> SamplingConfig(pairs_per_batch=32).groups_per_query
+        64
+    """
 
     groups_per_query: int = Field(64, ge=1, description="Training groups drawn per training query.")
     bce_negatives: int = Field(1, ge=1, description="BCE: negatives per positive (1 positive : k negatives).")
@@ -75,7 +80,12 @@ def label_source(objective: str) -> LabelSource:
 
 @dataclass(frozen=True)
 class Group:
-    """One training example: a query, its passages and one target per passage."""
+    """One training example: a query, its passages and one target per passage.
+
+    Example:
+        >>> Group("q1", ("d1", "d2"), (1.0, 0.0)).docs
+        ('d1', 'd2')
+    """
 
     qid: str
     docs: tuple[str, ...]

@@ -40,7 +40,23 @@ def run_sweep(
     data_dir: str | None = None,
     cache_dir: str | None = None,
 ) -> list[Path]:
-    """Run (or resume, or skip) every (objective, seed); returns the run directories."""
+    """Run (or resume, or skip) every (objective, seed); returns the run directories.
+
+    Args:
+        config: the recipe YAML.
+        out: the sweep folder (`<out>/<objective>-s<seed>/`).
+        objectives: objective names.
+        seeds: seeds.
+        overrides: `--set` overrides for every run.
+        data_dir: data directory (default: resolved).
+        cache_dir: cache directory (default: resolved).
+
+    Returns:
+        The run directories.
+
+    Example:
+        >>> run_sweep("recipes/rerank-trecdl.yaml", Path("runs/a"), ["marginmse"], [0], [])  # doctest: +SKIP
+    """
     from multiteacher.config import load_config
     from multiteacher.data.registry import resolve_cache_dir, resolve_data_dir
     from multiteacher.runs import execute_run
@@ -67,7 +83,20 @@ def _avg_per_query(dicts: list[dict[str, float]]) -> dict[str, float]:
 
 
 def summarize(run_dirs: list[Path], out: Path, measure: str = "nDCG@10", n_resamples: int = 10_000) -> dict[str, Any]:
-    """Tables and paired tests from finished runs' `results.json` and `per_query.json`."""
+    """Tables and paired tests from finished runs' `results.json` and `per_query.json`.
+
+    Args:
+        run_dirs: the runs to summarise (unfinished ones are left out).
+        out: where `summary.json` and `summary.md` go.
+        measure: the measure of the paired tests.
+        n_resamples: randomisation-test resamples.
+
+    Returns:
+        The summary (also written to `out`).
+
+    Example:
+        >>> summarize(sorted(Path("runs/a").glob("*-s*")), Path("runs/a"))  # doctest: +SKIP
+    """
     from multiteacher.stats import holm, paired_randomization_test
 
     done = [d for d in run_dirs if (d / "results.json").exists() and (d / "per_query.json").exists()]
@@ -136,7 +165,17 @@ def _add(systems: dict, perq: dict, spec: str, name: str, r: dict, measure: str)
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """Markdown tables of a summary (generated, never typed by hand)."""
+    """Markdown tables of a summary (generated, never typed by hand).
+
+    Args:
+        summary: what `summarize` returns.
+
+    Returns:
+        Markdown text.
+
+    Example:
+        >>> print(summary_markdown(summarize(dirs, out)))  # doctest: +SKIP
+    """
     lines = []
     for spec, s in summary["sets"].items():
         measures = sorted({m for row in s["table"].values() for m in row})
@@ -176,6 +215,17 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The sweep's command line (see the module docstring).
+
+    Args:
+        argv: command-line arguments (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit status (2 with one line on stderr for a user error).
+
+    Example:
+        >>> main(["recipes/rerank-trecdl.yaml", "--out", "runs/a", "--summarize-only"])  # doctest: +SKIP
+    """
     p = argparse.ArgumentParser(prog="python -m multiteacher.recipes.rerank.sweep", description=__doc__.split("\n")[0])
     p.add_argument("config")
     p.add_argument("--out", required=True)

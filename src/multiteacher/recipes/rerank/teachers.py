@@ -30,7 +30,12 @@ Fusion = Literal[FUSION_METHODS]  # type: ignore[valid-type]  # generated from t
 
 
 class TeacherSpec(StrictModel):
-    """One teacher: where its scores come from."""
+    """One teacher: where its scores come from.
+
+    Example:
+        >>> TeacherSpec(name="minilm", kind="biencoder", path="models/all-MiniLM-L6-v2").max_length
+        256
+    """
 
     name: str = Field(..., description="Teacher name (unique; rows and logs say `teacher:<name>`).")
     kind: Literal["run", "scores", "biencoder", "crossencoder"] = Field(
@@ -55,7 +60,12 @@ class TeacherSpec(StrictModel):
 
 
 class TeachersConfig(StrictModel):
-    """The teacher ensemble and how it is fused per query."""
+    """The teacher ensemble and how it is fused per query.
+
+    Example:
+        >>> TeachersConfig(members=[TeacherSpec(name="bm25", kind="run", file="bm25.run")]).fusion
+        'zscore'
+    """
 
     members: list[TeacherSpec] = Field(default_factory=list, description="The teachers fused into one.")
     fusion: Fusion = Field(  # type: ignore[valid-type]
@@ -74,6 +84,14 @@ class TeachersConfig(StrictModel):
         "ensemble on the sets that have them (fused by RRF when several).",
     )
     device: str = Field("cpu", description="Device of the live encoder teachers.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> TeachersConfig:
+        names = [m.name for m in self.members]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"teachers.members: the name {dup[0]!r} is used twice — give each teacher its own name")
+        return self
 
 
 def _set_file(set_dir: Path | None, file: str) -> Path:
