@@ -125,8 +125,10 @@ def run() -> list[Row]:
     from multiteacher.data.ir import load_ir
     from multiteacher.engine.loop import EpochBatchSampler, LengthGroupedBatchSampler, fit
     from multiteacher.losses.ranking import margin_mse
-    from multiteacher.recipes.rerank import Config, GroupDataset, _step_fn, group_lengths, make_collate
+    from multiteacher.recipes.rerank import Config, group_lengths, make_collate
     from multiteacher.recipes.rerank.model import ModelConfig, load_student
+    from multiteacher.recipes.rerank.training import GroupDataset
+    from multiteacher.recipes.rerank.training import step_fn as _step_fn
     from multiteacher.runs import RunContext
 
     transformers.logging.set_verbosity_error()
