@@ -12,7 +12,7 @@ import pytest
 from multiteacher.config import config_dict, config_hash, load_config
 from multiteacher.errors import ConfigError
 from multiteacher.io import read_metrics
-from multiteacher.runs import run
+from multiteacher.runs import RunContext, run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "recipes" / "example-tiny.yaml"
@@ -59,8 +59,11 @@ def test_tracking_is_not_hashed_and_omitted_when_off() -> None:
 
 
 @pytest.mark.parametrize("logger,package", [("wandb", "wandb"), ("mlflow", "mlflow")])
-def test_missing_logger_package_is_one_config_error(logger: str, package: str) -> None:
+def test_missing_logger_package_is_one_config_error(logger: str, package: str, tmp_path: Path) -> None:
     if importlib.util.find_spec(package) and importlib.util.find_spec("lightning"):
         pytest.skip(f"{package} and lightning are installed")
     with pytest.raises(ConfigError, match=rf"tracking\.{logger}' = True: needs the package\(s\) .*pip install"):
         load_config(TINY, [f"tracking.{logger}=true"])
+    with pytest.raises(ConfigError, match=rf"RunContext.create: tracking\.{logger}: needs the package"):
+        RunContext.create(tmp_path / "run", tracking={logger: True})
+    assert not (tmp_path / "run").exists()

@@ -152,11 +152,12 @@ class RunContext:
                 config = RecipeConfig(
                     recipe=recipe, seed=seed, name=name or re.sub(r"[^A-Za-z0-9_.\-]", "_", run_dir.name) or "run",
                     fabric=FabricConfig(accelerator=accelerator, devices=devices, precision=precision),  # type: ignore[arg-type]
-                    tracking=TrackingConfig.model_validate(tracking or {}))
+                    tracking=tracking or {})  # type: ignore[arg-type]  # validated: errors say `tracking.<key>`
             except ValidationError as e:
                 first = e.errors()[0]
                 where = ".".join(str(p) for p in first["loc"])
-                raise ConfigError(f"RunContext.create: {where}: {first['msg']}") from None
+                msg = first["msg"].removeprefix("Value error, ")
+                raise ConfigError(f"RunContext.create: {where or 'arguments'}: {msg}") from None
         return cls._start(config, run_dir, resolve_data_dir(data_dir), resolve_cache_dir(cache_dir), resume)
 
     @classmethod
