@@ -27,12 +27,23 @@ def run_example(name: str, tmp_path: Path, *args: str, timeout: int = 300) -> di
     proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    _keep_for_docs(name, proc.stdout)
     out = {}
     for line in proc.stdout.splitlines():
         m = re.match(r"^(.+?): (?:nDCG@10 = )?([0-9.]+)$", line.strip())
         if m:
             out[m.group(1)] = float(m.group(2))
     return out
+
+
+def _keep_for_docs(name: str, stdout: str) -> None:
+    """Leave the output where the docs build finds it (`build/example-outputs/`), so it need not rerun it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("refgen", ROOT / "docs" / "refgen.py")
+    refgen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(refgen)
+    refgen.store_example_output(EXAMPLES / name, stdout)
 
 
 def _margin(p: float, n: int, z: float = 5.0) -> float:
