@@ -1,4 +1,5 @@
 # Two set-up commands: `make demo` and `make test`. Both create .venv and install what they need.
+# `make test` = lint + pytest (which runs the examples) + the docs build with warnings as errors.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,14 +7,14 @@ TORCH_PIN := torch==2.13.0
 export MULTITEACHER_DATA ?= $(abspath ../shared/data)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test lint coverage models bench reliability clean
+.PHONY: install demo test lint docs coverage models bench reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# CPU torch first (a bare `torch` requirement could pull a multi-GB CUDA build)
 	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,docs]"
 	rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)
@@ -29,10 +30,16 @@ demo: install
 	@echo "reports: runs/demo-*/report.md"
 
 lint: install
-	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts examples docs
 
 test: install lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+	$(MAKE) docs
+
+# The docs site (build/site): reference pages are generated from the code at build time and the
+# examples' outputs come from the example tests (build/example-outputs/) or are run here.
+docs: install
+	OMP_NUM_THREADS=1 NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict
 
 coverage: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest --cov=multiteacher --cov-report=term
@@ -51,4 +58,4 @@ reliability: install
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/reliability.py --trials 10
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache .coverage
+	rm -rf runs build .pytest_cache .ruff_cache .coverage
