@@ -88,7 +88,7 @@ def test_chunked_pseudo_labels_identical_to_unchunked_and_in_memory(tmp_path: Pa
     lab = c.labelled
     for node in output_nodes(c.cfg):
         gt = np.load(c.gt_ref(node, "train")["path"])
-        x = P._stack([c.pred_path(t, e, "train") for t, e in src[node]], slice(None))
+        x = torch.from_numpy(np.stack([np.load(c.pred_path(t, e, "train")) for t, e in src[node]], 1)).float()
         v, keep, _ = P.consensus_chunk(c, node, x)
         v, keep = v.numpy().copy(), keep.numpy().copy()
         v[lab], keep[lab] = gt[lab], True

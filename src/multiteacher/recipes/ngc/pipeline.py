@@ -25,6 +25,8 @@ from multiteacher.metrics import dense
 from multiteacher.recipes.ngc.config import Config
 from multiteacher.recipes.ngc.edges import IGNORE, edge_job, write_npys
 from multiteacher.recipes.ngc.graph import Edge, build_edges, direct_id, output_nodes, paths_to
+from multiteacher.teachers.base import PrecomputedTeacher
+from multiteacher.teachers.pool import TeacherPool
 
 #: Frames per chunk of the streamed consensus and metrics.
 CHUNK = 64
@@ -356,8 +358,45 @@ def _frames(path: str | Path) -> int:
     return int(np.load(path, mmap_mode="r").shape[0])
 
 
-def _stack(paths: list[Path], sl: slice) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(_rows(p, sl)).float() for p in paths], 1)
+class _NpyRows:
+    """Rows of a frames-first .npy, each read through a short-lived memory map (`_rows`): the outputs
+    of a `PrecomputedTeacher` whose file pages never pile up in this process's memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.n = path, _frames(path)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        if len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
+            return _rows(self.path, slice(int(rows[0]), int(rows[0]) + len(rows)))  # a plain slice read
+        return _rows(self.path, rows)
+
+
+def path_teachers(paths: list[Path], names: list[str]) -> TeacherPool:
+    """The paths into a node as engine teachers: one `PrecomputedTeacher` per path (its stored
+    predictions, looked up by frame index), in a `TeacherPool` whose `predict` gives ``(B, K, C, H, W)``.
+
+    Args:
+        paths: each path's prediction file (``pred`` layout, frames first).
+        names: the paths' names, e.g. ``gen0/rgb>normals>depth``.
+
+    Returns:
+        A `TeacherPool` (teacher k is path k); each teacher is fingerprinted by its file's path,
+        size and modification time.
+
+    Example:
+        >>> # pool = path_teachers([c.pred_path("gen0", e.id, "test") for e in edges], [e.id for e in edges])
+        >>> # x = pool.predict(np.arange(0, 64)).float()   # (64, K, C, H, W), ready for consensus ops
+    """
+    teachers = []
+    for path, name in zip(paths, names):
+        st = Path(path).stat()
+        teachers.append(PrecomputedTeacher(name, _NpyRows(Path(path)), source=str(path),  # type: ignore[arg-type]
+                                           fingerprint=f"{path}:{st.st_size}:{st.st_mtime_ns}"))
+    return TeacherPool(teachers)
 
 
 def consensus_chunk(c: Ctx, node: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -410,15 +449,16 @@ def consensus_chunk(c: Ctx, node: str, x: torch.Tensor) -> tuple[torch.Tensor, t
     return value, keep, disp
 
 
-def _consensus_frames(c: Ctx, node: str, paths: list[Path], gt_path: str, lab_set: np.ndarray | None,
+def _consensus_frames(c: Ctx, node: str, pool: TeacherPool, gt_path: str, lab_set: np.ndarray | None,
                       chunk: int | None = None) -> Iterator[tuple[np.ndarray, ...]]:
-    """Consensus `chunk` frames at a time (default CHUNK), as 1-tuples (value,); on training frames
-    (`lab_set` given) ground truth replaces it on labelled frames and chunks are (value, keep mask)."""
+    """Consensus of the pool's paths `chunk` frames at a time (default CHUNK), as 1-tuples (value,); on
+    training frames (`lab_set` given) ground truth replaces it on labelled frames and chunks are
+    (value, keep mask)."""
     chunk = chunk or CHUNK
-    n = _frames(paths[0])
+    n = len(pool[0].outputs)  # type: ignore[attr-defined]
     for s in range(0, n, chunk):
         sl = slice(s, min(s + chunk, n))
-        v, keep, _ = consensus_chunk(c, node, _stack(paths, sl))
+        v, keep, _ = consensus_chunk(c, node, pool.predict(np.arange(sl.start, sl.stop)).float())
         v, keep = v.numpy(), keep.numpy()
         if lab_set is None:
             yield (v,)
@@ -463,8 +503,9 @@ def build_pseudo(c: Ctx, tag: str, sources: dict[str, list[tuple[str, str]]],
         frame = np.load(gt_path, mmap_mode="r").shape[1:]
         for split in ("train", "test"):
             paths = [c.pred_path(t, e, split) for t, e in sources[node]]
+            pool = path_teachers(paths, [f"{t}/{e}" for t, e in sources[node]])
             n = _frames(paths[0])
-            values = _consensus_frames(c, node, paths, gt_path, lab_set if split == "train" else None, chunk)
+            values = _consensus_frames(c, node, pool, gt_path, lab_set if split == "train" else None, chunk)
             files = [(c.pseudo_path(tag, node, split), (n, *frame), dtype)]
             if split == "train":
                 files.append((c.pseudo_path(tag, node, "mask"), (n, *frame[:2]), np.uint8))
