@@ -32,7 +32,6 @@ folds, paired t / sign-flip tests vs ``kd_mm`` with Holm correction, routing usa
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import torch
@@ -43,17 +42,13 @@ from multiteacher.data import avdigits
 from multiteacher.engine.loop import FitConfig
 from multiteacher.errors import ConfigError
 from multiteacher.recipes.mst import seg
-from multiteacher.recipes.mst.baselines import baseline_student, fit_teacher
-from multiteacher.recipes.mst.cotrain import Trio, cotrain
-from multiteacher.recipes.mst.evaluation import predict, scores
+from multiteacher.recipes.mst.evaluation import test_row
+from multiteacher.recipes.mst.job import Job
 from multiteacher.recipes.mst.plan import Plan
 from multiteacher.recipes.mst.plots import plot_rows
-from multiteacher.recipes.mst.routed import distill_routed
 from multiteacher.recipes.mst.seg import SegSection
-from multiteacher.recipes.mst.specialise import fit_masks, mask_stats
 from multiteacher.runs import RunContext
 from multiteacher.stats import paired_t_test
-from multiteacher.teachers.base import ModuleTeacher
 
 METHODS = ("no_kd", "kd_mm", "kd_cross", "aver", "fitnet", "dkd",
            "mst", "mst_s1", "mst_nomask", "mst_random", "mst_soft", "teachers")
@@ -205,72 +200,9 @@ def load_fold(cfg: Config, ctx: RunContext, speaker: str) -> avdigits.Fold:
                               d.limit_per_digit, d.val_mode)
 
 
-def _test_row(plan: Plan, method: str, model: torch.nn.Module, dev: torch.device) -> dict[str, Any]:
-    model.eval()
-    sc = scores(predict(model, plan.fold.test, dev, plan.eval_bs), plan.fold.test.label)
-    return {"method": method, "direction": f"{plan.cross}->{plan.student}", "fold": plan.fold.test_speaker,
-            **{k: v for k, v in sc.items() if k != "loss"}}
-
-
 def run_job(cfg: Config, ctx: RunContext, plan: Plan) -> list[dict[str, Any]]:
     """All requested methods on one (fold, student modality); each method is one stage."""
-    dev = ctx.fabric.device
-    cache: dict[str, Any] = {}
-
-    def trio() -> Trio:
-        if "trio" not in cache:
-            cache["trio"] = cotrain(ctx, plan)
-        return cache["trio"]
-
-    def masks() -> torch.nn.ModuleList:
-        if "masks" not in cache:
-            cache["masks"], cache["s2_val"] = fit_masks(ctx, plan, trio())
-        return cache["masks"]
-
-    def teacher(role: str) -> ModuleTeacher:
-        if role not in cache:
-            cache[role] = fit_teacher(ctx, plan, role)
-        return cache[role]
-
-    def mst_variant(method: str) -> dict[str, Any]:
-        routing = {"mst": "hard", "mst_nomask": "hard", "mst_random": "random", "mst_soft": "soft"}[method]
-        m = None if method == "mst_nomask" else masks()
-        student, info = distill_routed(ctx, plan, trio(), m, routing, method)
-        row = _test_row(plan, method, student, dev)
-        # usage: the final router's top-1 choice per instance (test set; route_train/: training set)
-        usage = info["route_test"]
-        row.update({f"route/{k}": v for k, v in usage.items()})
-        row.update({f"route_train/{k}": v for k, v in info["route_train"].items()})
-        row["route_teachers_used"] = float(sum(v > 0.02 for v in usage.values()))
-        if m is not None:
-            row.update(mask_stats(trio(), plan, m, dev))
-            row["s2_val_kl"] = cache["s2_val"].get("val/kl", math.nan)
-        ctx.log({k: v for k, v in row.items() if isinstance(v, float)}, job=plan.key, method=method)
-        return {"rows": [row], "route_train": info["route_train"]}
-
-    def run_method(method: str) -> dict[str, Any]:
-        if method.startswith("mst") and method != "mst_s1":
-            return mst_variant(method)
-        if method == "mst_s1":
-            t = trio()
-            rows = [_test_row(plan, "mst_s1", t.student, dev),
-                    _test_row(plan, "mst_s1_mm_teacher", t.mm, dev),
-                    _test_row(plan, "mst_s1_cross_teacher", t.cross, dev)]
-            return {"rows": rows}
-        if method == "teachers":
-            return {"rows": [_test_row(plan, "teacher_mm", teacher("mm").module, dev),
-                             _test_row(plan, "teacher_cross", teacher("cross").module, dev)]}
-        mm = teacher("mm") if method in ("kd_mm", "aver", "fitnet", "dkd") else None
-        cross = teacher("cross") if method in ("kd_cross", "aver") else None
-        student = baseline_student(ctx, plan, method, mm, cross)
-        return {"rows": [_test_row(plan, method, student, dev)]}
-
-    rows = []
-    order = sorted(cfg.methods, key=lambda m: (not m.startswith("mst"), m != "mst_s1", m))
-    for method in order:
-        out = ctx.stage(f"{plan.fold.test_speaker}/{plan.student}/{method}", lambda m=method: run_method(m))
-        rows += out["rows"]
-    return rows
+    return Job(ctx, plan).run(list(cfg.methods))
 
 
 def summarise(rows: list[dict[str, Any]], reference: str = "kd_mm") -> dict[str, float]:
@@ -322,7 +254,7 @@ def evaluate(cfg: Config, ctx: RunContext) -> dict[str, float]:
                 state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
             model = plan.new(plan.student, "student")
             model.load_state_dict(state)
-            row = _test_row(plan, method, model, dev)
+            row = test_row(plan, method, model, dev)
             for k in ("acc", "f1", "miou"):
                 if k in row:
                     out[f"{row['direction']}/{method}/{row['fold']}/{k}"] = row[k]

@@ -60,3 +60,11 @@ def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
 def val_scores(fn: Callable[[BatchT], torch.Tensor], split: Any, device: torch.device, bs: int) -> dict[str, float]:
     """`scores` of `fn` on a validation split, keyed ``val/<name>`` (what fit's `evaluate` returns)."""
     return {f"val/{k}": v for k, v in scores(predict(fn, split, device, bs), split.label).items()}
+
+
+def test_row(plan: Any, method: str, model: torch.nn.Module, dev: torch.device) -> dict[str, Any]:
+    """A results row: `model`'s test scores (no loss) with method, direction and fold."""
+    model.eval()
+    sc = scores(predict(model, plan.fold.test, dev, plan.eval_bs), plan.fold.test.label)
+    return {"method": method, "direction": f"{plan.cross}->{plan.student}", "fold": plan.fold.test_speaker,
+            **{k: v for k, v in sc.items() if k != "loss"}}
