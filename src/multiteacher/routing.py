@@ -210,7 +210,7 @@ def routing_stats(probs: Tensor, names: list[str] | None = None) -> dict:
 class RouterOutput(NamedTuple):
     """What a :class:`Router` returns for one batch.
 
-    Args:
+    Attributes:
         logits: ``(B, K)`` raw gate scores.
         weights: ``(B, K)`` routing weights (rows sum to 1).
         indices: ``(B, k)`` selected teachers with top-k routing, else None.

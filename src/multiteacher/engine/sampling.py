@@ -127,7 +127,12 @@ class LengthGroupedBatchSampler(EpochBatchSampler):
 
     Args:
         lengths: one length per sample (e.g. tokens after truncation).
-        batch_size, seed, shuffle, drop_last, rank, world: as in `EpochBatchSampler`.
+        batch_size: samples per global batch (as in `EpochBatchSampler`).
+        seed: seeds the per-epoch permutation and batch shuffle.
+        shuffle: permute each epoch (False: index order).
+        drop_last: drop the incomplete last batch.
+        rank: this process's rank under DDP.
+        world: number of processes under DDP.
         group_batches: batches per length-sorted pool.
 
     Example:

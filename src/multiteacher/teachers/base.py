@@ -34,7 +34,7 @@ class Teacher(Protocol):
     :class:`PrecomputedTeacher` (outputs computed elsewhere) and
     `multiteacher.teachers.masked.MaskedTeacher` (a network specialised by mask nets).
 
-    Args:
+    Attributes:
         name: unique within a `TeacherPool`; names the teacher in reports and caches.
 
     Returns:
