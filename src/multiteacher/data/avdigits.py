@@ -80,7 +80,18 @@ reaches 80-90% on validation, which is why validation holds out a speaker by def
 
 # ----------------------------------------------------------------------------------------- IDX
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) into a uint8 array; one-line DataError if corrupt."""
+    """Read an IDX file (MNIST's format, optionally gzipped) into a uint8 array.
+
+    Args:
+        path: ``*-idx3-ubyte[.gz]`` (images) or ``*-idx1-ubyte[.gz]`` (labels).
+
+    Returns:
+        ``(N, 28, 28)`` or ``(N,)`` uint8; a one-line DataError if unreadable, corrupt or truncated.
+
+    Example:
+        >>> read_idx(Path("data/mnist/train-labels-idx1-ubyte.gz")).shape  # doctest: +SKIP
+        (60000,)
+    """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -149,7 +160,17 @@ def _load_mnist_cached(mnist_dir: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_mnist(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """All MNIST images (N, 28, 28) uint8 and labels (N,) found under `data_dir/mnist`."""
+    """All MNIST images and labels found under `data_dir/mnist` (every known prefix, concatenated).
+
+    Args:
+        data_dir: the data directory.
+
+    Returns:
+        ``(images (N, 28, 28) uint8, labels (N,) int64)``; DataError saying what to put where.
+
+    Example:
+        >>> images, labels = load_mnist(Path("../shared/data"))  # doctest: +SKIP
+    """
     d = Path(data_dir) / "mnist"
     if not d.is_dir():
         raise DataError(f"missing MNIST: {d} does not exist; {MNIST_HINT}")
@@ -158,7 +179,19 @@ def load_mnist(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 # ----------------------------------------------------------------------------------------- wav
 def read_wav(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono 16-bit PCM wav as float32 in [-1, 1]; one-line DataError if empty, truncated or off-rate."""
+    """Read a mono 16-bit PCM wav as float32 in [-1, 1].
+
+    Args:
+        path: the wav file.
+        sample_rate: the rate it must have (FSDD: 8 kHz).
+
+    Returns:
+        ``(n,)`` float32 samples; a one-line DataError if empty, truncated, off-rate or not mono 16-bit.
+
+    Example:
+        >>> read_wav(Path("data/fsdd/recordings/0_george_0.wav")).dtype  # doctest: +SKIP
+        dtype('float32')
+    """
     path = Path(path)
     try:
         with wave.open(str(path), "rb") as w:
@@ -183,7 +216,21 @@ def read_wav(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Recording:
-    """One FSDD file: `{digit}_{speaker}_{take}.wav`."""
+    """One FSDD file: `{digit}_{speaker}_{take}.wav`.
+
+    Args:
+        path: the wav file.
+        digit: the spoken digit (the label).
+        speaker: the speaker's name (the fold unit).
+        take: the recording's number.
+
+    Returns:
+        A frozen record; ``id`` is ``"{digit}_{speaker}_{take}"``.
+
+    Example:
+        >>> Recording(Path("3_lucas_7.wav"), 3, "lucas", 7).id
+        '3_lucas_7'
+    """
 
     path: Path
     digit: int
@@ -196,7 +243,18 @@ class Recording:
 
 
 def list_fsdd(data_dir: Path) -> list[Recording]:
-    """All recordings under `data_dir/fsdd/recordings`, sorted by id (deterministic)."""
+    """All recordings under `data_dir/fsdd/recordings`, sorted by (speaker, digit, take).
+
+    Args:
+        data_dir: the data directory.
+
+    Returns:
+        The recordings (deterministic order); DataError saying what to put where if none.
+
+    Example:
+        >>> len(list_fsdd(Path("../shared/data")))  # doctest: +SKIP
+        2500
+    """
     d = Path(data_dir) / "fsdd" / "recordings"
     if not d.is_dir():
         raise DataError(f"missing FSDD: {d} does not exist; {FSDD_HINT}")
@@ -224,7 +282,19 @@ def _load_waves_cached(rec_dir: str) -> tuple[tuple[Recording, ...], np.ndarray,
 
 
 def fit_length(w: np.ndarray, length: int) -> np.ndarray:
-    """Centre-crop or zero-pad (at the end) a waveform to `length` samples."""
+    """Centre-crop or zero-pad (at the end) a waveform to `length` samples.
+
+    Args:
+        w: ``(n,)`` waveform.
+        length: samples wanted.
+
+    Returns:
+        ``(length,)`` waveform.
+
+    Example:
+        >>> fit_length(np.arange(5.0), 3).tolist(), fit_length(np.ones(2), 3).tolist()
+        ([1.0, 2.0, 3.0], [1.0, 1.0, 0.0])
+    """
     if len(w) >= length:
         start = (len(w) - length) // 2
         return w[start:start + length]
@@ -236,7 +306,21 @@ def add_noise_snr(
 ) -> np.ndarray:
     """Add white Gaussian noise so that signal power / noise power = 10^(snr_db/10).
 
-    Signal power is measured over the first `n_signal` samples (the unpadded recording).
+    Args:
+        w: ``(n,)`` waveform.
+        snr_db: the signal-to-noise ratio in dB.
+        rng: the noise generator (the caller makes it per recording, for determinism).
+        n_signal: measure the signal power over the first `n_signal` samples (the unpadded
+            recording); None: all.
+
+    Returns:
+        ``(n,)`` float32 noisy waveform.
+
+    Example:
+        >>> x = np.ones(10_000, np.float32)
+        >>> noise = add_noise_snr(x, 20.0, np.random.default_rng(0)) - x
+        >>> round(float(np.mean(noise**2)), 3)  # power 1 / 10^(20/10)
+        0.01
     """
     sig = w[: n_signal or len(w)]
     p_sig = float(np.mean(sig.astype(np.float64) ** 2)) + 1e-12
@@ -245,7 +329,18 @@ def add_noise_snr(
 
 
 def spectrogram(waves: np.ndarray) -> np.ndarray:
-    """Log-magnitude spectrograms (N, 64, 64) of (N, WAVE_LEN) waveforms (log1p of |STFT|)."""
+    """Log-magnitude spectrograms of waveforms: ``log1p(10·|STFT|)``, Hann window 128, hop 96.
+
+    Args:
+        waves: ``(N, WAVE_LEN)`` waveforms.
+
+    Returns:
+        ``(N, 64, 64)`` float32 (frequency x time; the top frequency bin is dropped).
+
+    Example:
+        >>> spectrogram(np.zeros((2, WAVE_LEN), np.float32)).shape
+        (2, 64, 64)
+    """
     x = torch.as_tensor(waves, dtype=torch.float32)
     spec = torch.stft(x, n_fft=N_FFT, hop_length=HOP, window=torch.hann_window(N_FFT), center=True,
                       return_complex=True).abs()
@@ -256,9 +351,23 @@ def spectrogram(waves: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- PCA
 @dataclass
 class PCAWeakener:
-    """Project images onto the top principal components keeping `energy` of the variance.
+    """Weaken images: project them onto the top principal components that keep `energy` of the variance.
 
-    Fit on training images only; `transform` maps any images to mean + top-k reconstruction.
+    Fit on training images only; `transform` maps any images to mean + top-k reconstruction, so
+    fine detail is lost and an image-only classifier becomes imperfect.
+
+    Args:
+        energy: share of the pixel variance to keep, in (0, 1].
+        mean: the fitted mean image (set by `fit`).
+        components: the kept components, ``(k, pixels)`` (set by `fit`).
+
+    Returns:
+        A weakener; ``fit(images)`` returns itself, ``transform(images)`` the reconstructions.
+
+    Example:
+        >>> x = np.random.default_rng(0).normal(size=(50, 4, 4))
+        >>> PCAWeakener(energy=1.0).fit(x).transform(x).shape
+        (50, 4, 4)
     """
 
     energy: float
@@ -266,6 +375,7 @@ class PCAWeakener:
     components: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def fit(self, images: np.ndarray) -> PCAWeakener:
+        """Fit mean and components on `images` ``(N, ...)``; returns self."""
         x = images.reshape(len(images), -1).astype(np.float64)
         self.mean = x.mean(0)
         _, s, vt = np.linalg.svd(x - self.mean, full_matrices=False)
@@ -276,9 +386,11 @@ class PCAWeakener:
 
     @property
     def n_components(self) -> int:
+        """Number of kept principal components."""
         return len(self.components)
 
     def transform(self, images: np.ndarray) -> np.ndarray:
+        """Mean + projection onto the kept components, same shape as `images`, float32."""
         shape = images.shape
         x = images.reshape(len(images), -1).astype(np.float64) - self.mean
         rec = (x @ self.components.T) @ self.components + self.mean
@@ -288,7 +400,23 @@ class PCAWeakener:
 # ----------------------------------------------------------------------------------------- folds
 @dataclass
 class Split:
-    """One split as tensors: image (N,1,28,28), audio (N,1,64,64), label (N,), ids (audio|image)."""
+    """One split as tensors: paired images and spectrograms of the same digit.
+
+    Args:
+        image: ``(N, 1, 28, 28)`` standardised weakened images.
+        audio: ``(N, 1, 64, 64)`` standardised noisy log-spectrograms.
+        label: ``(N,)`` digits.
+        ids: ``"{recording id}|mnist{image index}"`` per pair.
+
+    Returns:
+        A split; ``inputs()`` gives ``{"image", "audio"}``, ``subset(idx)`` a smaller split.
+
+    Example:
+        >>> s = Split(torch.zeros(3, 1, 28, 28), torch.zeros(3, 1, 64, 64), torch.tensor([1, 2, 3]),
+        ...           ["1_a_0|mnist5", "2_a_0|mnist9", "3_a_0|mnist2"])
+        >>> len(s.subset([0, 2])), s.subset([2]).ids
+        (2, ['3_a_0|mnist2'])
+    """
 
     image: torch.Tensor
     audio: torch.Tensor
@@ -303,13 +431,30 @@ class Split:
         return {"image": self.image, "audio": self.audio}
 
     def subset(self, idx: np.ndarray | list[int]) -> Split:
+        """The pairs at positions `idx`, in that order."""
         i = torch.as_tensor(np.asarray(idx), dtype=torch.long)
         return Split(self.image[i], self.audio[i], self.label[i], [self.ids[j] for j in i.tolist()])
 
 
 @dataclass
 class Fold:
-    """A leave-one-speaker-out fold: train/val on four speakers, test on `test_speaker`."""
+    """A leave-one-speaker-out fold: train/val on the other speakers, test on `test_speaker`.
+
+    Args:
+        test_speaker: the held-out speaker (the fold's name).
+        train: training pairs.
+        val: validation pairs (by default the next speaker's recordings).
+        test: the test speaker's pairs.
+        info: PCA components, weakening settings, validation speaker and split sizes.
+
+    Returns:
+        A fold (what `make_fold` builds).
+
+    Example:
+        >>> fold = make_fold(Path("../shared/data"), "george", seed=0)  # doctest: +SKIP
+        >>> fold.info["val_speaker"]  # doctest: +SKIP
+        'jackson'
+    """
 
     test_speaker: str
     train: Split
@@ -319,6 +464,20 @@ class Fold:
 
 
 def stable_seed(*parts: object) -> int:
+    """A 64-bit seed from any parts (their strings joined by "|"), stable across runs and machines.
+
+    Unlike ``hash()``, it does not change with Python's hash randomisation.
+
+    Args:
+        *parts: values that identify what is seeded (e.g. "init", seed, fold, role).
+
+    Returns:
+        An int in ``[0, 2**64)``.
+
+    Example:
+        >>> stable_seed("noise", 0, "3_lucas_7") == stable_seed("noise", 0, "3_lucas_7")
+        True
+    """
     return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "little")
 
 
@@ -337,13 +496,31 @@ def make_fold(
     limit_per_digit: int | None = None,
     val_mode: str = "speaker",
 ) -> Fold:
-    """Build one fold. Noise and pairing are deterministic in (seed, test_speaker, sample id).
+    """Build one leave-one-speaker-out fold of paired, weakened images and recordings.
 
-    `val_mode="speaker"` (default): validation is all recordings of the next speaker after
-    `test_speaker` (cyclically), so model selection also sees an unseen voice and validation
-    accuracy predicts test accuracy; "random": a stratified `val_fraction` of the other speakers'
-    recordings (seen voices: much higher val than test accuracy for audio).
-    `limit_per_digit` keeps at most that many recordings per (speaker, digit) — for tiny runs.
+    Noise and pairing are deterministic in (seed, test_speaker, sample id). `val_mode="speaker"`
+    (default): validation is all recordings of the next speaker after `test_speaker`
+    (cyclically), so model selection also sees an unseen voice and validation accuracy predicts
+    test accuracy; "random": a stratified `val_fraction` of the other speakers' recordings (seen
+    voices: much higher val than test accuracy for audio).
+
+    Args:
+        data_dir: the data directory (``mnist/`` and ``fsdd/recordings/``).
+        test_speaker: the held-out FSDD speaker.
+        seed: seeds the split, the image pools and pairing, and the audio noise.
+        image_energy: PCA variance share the images keep (None: `DEFAULT_IMAGE_ENERGY`).
+        audio_snr_db: audio noise SNR in dB (None: `DEFAULT_AUDIO_SNR_DB`).
+        val_fraction: validation share with ``val_mode="random"``.
+        limit_per_digit: keep at most that many recordings per (speaker, digit) — for tiny runs.
+        val_mode: "speaker" or "random".
+
+    Returns:
+        The `Fold`; DataError naming what is missing or wrong in the data directory.
+
+    Example:
+        >>> fold = make_fold(Path("../shared/data"), "george", seed=0, limit_per_digit=8)  # doctest: +SKIP
+        >>> fold.train.image.shape, fold.info["pca_components"]  # doctest: +SKIP
+        (torch.Size([240, 1, 28, 28]), 5)
     """
     data_dir = Path(data_dir)
     image_energy = DEFAULT_IMAGE_ENERGY if image_energy is None else image_energy
@@ -488,13 +665,35 @@ def _standardised_splits(
 
 
 def speakers(data_dir: Path) -> list[str]:
-    """FSDD speakers present under the data directory (the fold names)."""
+    """FSDD speakers present under the data directory (the fold names).
+
+    Args:
+        data_dir: the data directory.
+
+    Returns:
+        Sorted speaker names.
+
+    Example:
+        >>> speakers(Path("../shared/data"))  # doctest: +SKIP
+        ['george', 'jackson', 'lucas', 'nicolas', 'yweweler']
+    """
     return sorted({r.speaker for r in list_fsdd(data_dir)})
 
 
 # ----------------------------------------------------------------------------------------- registry
 def check(data_dir: Path) -> str:
-    """One-line summary of the AV-digits files, or a DataError saying what to put where."""
+    """Check the AV-digits files (what `multiteacher data check` runs).
+
+    Args:
+        data_dir: the data directory.
+
+    Returns:
+        A one-line summary; a DataError saying what to put where if something is missing.
+
+    Example:
+        >>> check(Path("../shared/data"))  # doctest: +SKIP
+        '4000 MNIST images, 2500 FSDD recordings from 5 speakers (george, jackson, lucas, nicolas, yweweler)'
+    """
     images, labels = load_mnist(data_dir)
     recs = list_fsdd(data_dir)
     read_wav(recs[0].path)
