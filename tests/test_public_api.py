@@ -129,3 +129,22 @@ def test_every_public_name_has_a_complete_docstring() -> None:
             offenders.append(f"  {name} ({where}): {', '.join(problems)}")
     print("\n".join(offenders))
     assert not offenders, f"{len(offenders)} public names with incomplete docstrings:\n" + "\n".join(offenders)
+
+
+def test_examples_in_public_docstrings_run() -> None:
+    """Every doctest in the modules behind `mt.__all__` passes (examples marked `# doctest: +SKIP` aside)."""
+    import doctest
+    import importlib
+
+    import numpy as np
+    import torch
+
+    modules = sorted({getattr(mt, n).__module__ for n in _public_names() if hasattr(mt, n)} | {"multiteacher"})
+    failed = []
+    for name in modules:
+        mod = importlib.import_module(name)
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        for test in doctest.DocTestFinder().find(mod, name, globs={**vars(mod), "mt": mt, "torch": torch, "np": np}):
+            if runner.run(test, out=lambda _s: None).failed:
+                failed.append(test.name)
+    assert not failed, "doctests that fail (run `python -m doctest -v` on their module):\n  " + "\n  ".join(failed)

@@ -40,6 +40,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "data_fingerprint": ("multiteacher.teachers.base:data_fingerprint",),
     "RunTeacher": ("multiteacher.teachers.text:RunTeacher",),
     "MaskedTeacher": ("multiteacher.teachers.masked:MaskedTeacher",),
+    "freeze_teacher": ("multiteacher.teachers.base:freeze_teacher",),
     # consensus over the teacher axis (B, K, ...)
     "mean": ("multiteacher.consensus:mean",),
     "median": ("multiteacher.consensus:median",),

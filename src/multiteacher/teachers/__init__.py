@@ -1,5 +1,8 @@
 """Teachers: protocol and adapters (`base`), pools (`pool`) and the on-disk output cache (`cache`).
 
+A pool stacks its teachers' outputs as ``(B, K, ...)`` — batch first, teachers second — the layout
+of every consensus op, `Router` and `multi_teacher_kd`.
+
 Names are imported lazily so that `multiteacher.teachers.cache` works without importing torch.
 """
 
@@ -18,6 +21,13 @@ _EXPORTS = {
     "fingerprint_module": "base",
     "fingerprint_files": "base",
     "data_fingerprint": "base",
+    "freeze_teacher": "base",
+    "MaskedTeacher": "masked",
+    "BiEncoderTeacher": "text",
+    "CrossEncoderTeacher": "text",
+    "RunTeacher": "text",
+    "cached_run": "text",
+    "pair_id": "text",
     "TeacherPool": "pool",
     "StackedCache": "pool",
     "TeacherCache": "cache",
