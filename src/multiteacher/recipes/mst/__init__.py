@@ -42,7 +42,7 @@ from multiteacher.data import avdigits
 from multiteacher.engine.loop import FitConfig
 from multiteacher.errors import ConfigError
 from multiteacher.recipes.mst import seg
-from multiteacher.recipes.mst.evaluation import test_row
+from multiteacher.recipes.mst.evaluation import result_row
 from multiteacher.recipes.mst.job import Job
 from multiteacher.recipes.mst.plan import Plan
 from multiteacher.recipes.mst.plots import plot_rows
@@ -206,7 +206,19 @@ def run_job(cfg: Config, ctx: RunContext, plan: Plan) -> list[dict[str, Any]]:
 
 
 def summarise(rows: list[dict[str, Any]], reference: str = "kd_mm") -> dict[str, float]:
-    """Mean test acc/F1 per (direction, method) over folds; paired t-test p vs `reference`."""
+    """Mean test scores per (direction, method) over folds, and paired t-tests against `reference`.
+
+    Args:
+        rows: results rows (method, direction, fold, acc, f1 / miou).
+        reference: the method the others are compared with (paired over common folds, >= 2).
+
+    Returns:
+        ``{"<direction>/<method>/<acc|f1|miou>", ".../acc_minus_<ref>", ".../p_vs_<ref>", "chance_acc"}``.
+
+    Example:
+        >>> summarise([{"direction": "a->i", "method": "mst", "fold": "x", "acc": 0.5, "f1": 0.4}])["a->i/mst/acc"]
+        0.5
+    """
     metrics: dict[str, float] = {}
     by: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
     for r in rows:
@@ -229,7 +241,18 @@ def summarise(rows: list[dict[str, Any]], reference: str = "kd_mm") -> dict[str,
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
-    """Every fold x direction x method; returns per-fold rows and fold-mean metrics."""
+    """Run the recipe: every fold x direction x method (or the scene-segmentation job).
+
+    Args:
+        cfg: the validated config.
+        ctx: the run.
+
+    Returns:
+        ``{"metrics": fold means and paired tests, "rows": one row per (method, direction, fold)}``.
+
+    Example:
+        >>> res = run(load_config("recipes/mst-avdigits-tiny.yaml"), ctx)  # doctest: +SKIP
+    """
     rows: list[dict[str, Any]] = []
     for plan in iter_plans(cfg, ctx):
         rows += run_job(cfg, ctx, plan)
@@ -239,7 +262,19 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 
 
 def evaluate(cfg: Config, ctx: RunContext) -> dict[str, float]:
-    """Test metrics of the run's saved students on `ctx.data_dir` (same layout, e.g. new recordings)."""
+    """Test metrics of a finished run's saved students on `ctx.data_dir` (same layout, e.g. new recordings).
+
+    Args:
+        cfg: the run's config.
+        ctx: the run (its checkpoints) and the data to evaluate on.
+
+    Returns:
+        ``{"<direction>/<method>/<fold>/<metric>": value}``; ConfigError if no student was saved.
+
+    Example:
+        >>> evaluate(cfg, ctx)["audio->image/mst/george/acc"]  # doctest: +SKIP
+        0.675
+    """
     dev = torch.device("cpu")
     out: dict[str, float] = {}
     for plan in iter_plans(cfg, ctx):
@@ -254,7 +289,7 @@ def evaluate(cfg: Config, ctx: RunContext) -> dict[str, float]:
                 state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
             model = plan.new(plan.student, "student")
             model.load_state_dict(state)
-            row = test_row(plan, method, model, dev)
+            row = result_row(plan, method, model, dev)
             for k in ("acc", "f1", "miou"):
                 if k in row:
                     out[f"{row['direction']}/{method}/{row['fold']}/{k}"] = row[k]

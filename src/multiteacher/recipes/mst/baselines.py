@@ -34,7 +34,19 @@ TermT = Callable[[torch.Tensor, torch.Tensor | None, BatchT, FitState], torch.Te
 
 
 def fit_teacher(ctx: RunContext, plan: Plan, role: str) -> ModuleTeacher:
-    """The independently trained teacher of the baselines: "mm" (multimodal) or "cross" (other modality)."""
+    """The independently trained teacher of the baselines (CE, best epoch by validation loss).
+
+    Args:
+        ctx: the run.
+        plan: the job.
+        role: "mm" (multimodal) or "cross" (the other modality).
+
+    Returns:
+        The teacher as an engine `ModuleTeacher` (frozen, on the run's device).
+
+    Example:
+        >>> mm = fit_teacher(ctx, plan, "mm")  # doctest: +SKIP
+    """
     kind = plan.mm_kind if role == "mm" else plan.cross
     model = plan.new(kind, f"teacher-{role}")
     dev = ctx.fabric.device
@@ -66,7 +78,21 @@ class WithProjector(nn.Module):
 def distill_term(
     plan: Plan, method: str, mm: ModuleTeacher | None, cross: ModuleTeacher | None, model: nn.Module
 ) -> TermT:
-    """The distillation term of baseline `method` (weighted), as a function of one step's values."""
+    """The weighted distillation term of a baseline, as a function of one step's values.
+
+    Args:
+        plan: the job (temperature, weights, DKD warm-up).
+        method: one of `BASELINES` other than "no_kd".
+        mm: the multimodal teacher.
+        cross: the cross-modal teacher.
+        model: the trained module (holds the FitNet projector for "fitnet").
+
+    Returns:
+        ``term(student_logits, student_hint_features, batch, state) -> loss``.
+
+    Example:
+        >>> term = distill_term(plan, "kd_mm", mm, None, student)  # doctest: +SKIP
+    """
     T = plan.temperature
     if method == "kd_mm":
         return lambda s, _f, b, _st: plan.kd_weight * kd_kl(s, mm.predict(b), T)
@@ -91,7 +117,21 @@ def distill_term(
 def baseline_student(
     ctx: RunContext, plan: Plan, method: str, mm: ModuleTeacher | None, cross: ModuleTeacher | None
 ) -> Member:
-    """One baseline student (`method` in `BASELINES`) trained for `plan.student_epochs` epochs."""
+    """One baseline student trained for `plan.student_epochs` epochs with CE + its distillation term.
+
+    Args:
+        ctx: the run.
+        plan: the job.
+        method: one of `BASELINES`.
+        mm: the multimodal teacher (kd_mm, aver, fitnet, dkd).
+        cross: the cross-modal teacher (kd_cross, aver).
+
+    Returns:
+        The best student by validation loss, on the run's device.
+
+    Example:
+        >>> student = baseline_student(ctx, plan, "kd_mm", fit_teacher(ctx, plan, "mm"), None)  # doctest: +SKIP
+    """
     student = plan.new(plan.student, "student")
     dev = ctx.fabric.device
     model: nn.Module = WithProjector(student, mm.module.net.embed_dim) if method == "fitnet" and mm else student

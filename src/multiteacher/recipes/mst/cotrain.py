@@ -33,7 +33,18 @@ class Trio(nn.Module):
 
 
 def cotrain(ctx: RunContext, plan: Plan) -> Trio:
-    """Co-training (CE + mutual KD); returns the trio with its last weights, on the run's device."""
+    """Stage 1: co-train the multimodal teacher, the cross-modal teacher and the student.
+
+    Args:
+        ctx: the run.
+        plan: the job (epochs_s1, temperature, stage1_detach).
+
+    Returns:
+        The trio with its last weights, on the run's device.
+
+    Example:
+        >>> trio = cotrain(ctx, plan)  # doctest: +SKIP
+    """
     trio = Trio(plan.new(plan.mm_kind, "mm"), plan.new(plan.cross, "cross"), plan.new(plan.student, "student"))
     T = plan.temperature
     kd = (lambda s, t: kd_kl(s, t, T)) if plan.stage1_detach else (lambda s, t: mutual_kd(s, t, T))

@@ -62,7 +62,7 @@ def val_scores(fn: Callable[[BatchT], torch.Tensor], split: Any, device: torch.d
     return {f"val/{k}": v for k, v in scores(predict(fn, split, device, bs), split.label).items()}
 
 
-def test_row(plan: Any, method: str, model: torch.nn.Module, dev: torch.device) -> dict[str, Any]:
+def result_row(plan: Any, method: str, model: torch.nn.Module, dev: torch.device) -> dict[str, Any]:
     """A results row: `model`'s test scores (no loss) with method, direction and fold."""
     model.eval()
     sc = scores(predict(model, plan.fold.test, dev, plan.eval_bs), plan.fold.test.label)

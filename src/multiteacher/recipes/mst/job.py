@@ -15,7 +15,7 @@ import torch
 
 from multiteacher.recipes.mst.baselines import baseline_student, fit_teacher
 from multiteacher.recipes.mst.cotrain import Trio, cotrain
-from multiteacher.recipes.mst.evaluation import test_row
+from multiteacher.recipes.mst.evaluation import result_row
 from multiteacher.recipes.mst.plan import Plan
 from multiteacher.recipes.mst.routed import distill_routed
 from multiteacher.recipes.mst.specialise import fit_masks, mask_stats
@@ -28,7 +28,18 @@ NEEDS_CROSS = ("kd_cross", "aver")
 
 
 class Job:
-    """The methods of one (fold, student modality); shared parts are built once, on first use."""
+    """The methods of one (fold, student modality); shared parts are built once, on first use.
+
+    Args:
+        ctx: the run.
+        plan: the job.
+
+    Returns:
+        A job; ``run(methods)`` returns the results rows.
+
+    Example:
+        >>> rows = Job(ctx, plan).run(["mst", "kd_mm"])  # doctest: +SKIP
+    """
 
     def __init__(self, ctx: RunContext, plan: Plan) -> None:
         self.ctx, self.plan = ctx, plan
@@ -101,4 +112,4 @@ class Job:
 
     def row(self, method: str, model: torch.nn.Module) -> dict[str, Any]:
         """The test row of `model` under `method`."""
-        return test_row(self.plan, method, model, self.dev)
+        return result_row(self.plan, method, model, self.dev)

@@ -21,7 +21,22 @@ from multiteacher.recipes.mst.models import Member, build, other
 
 @dataclass
 class Plan:
-    """What one (fold, student modality) job needs from the config, in plain values."""
+    """What one (fold, student modality) job needs from the config, in plain values.
+
+    Args:
+        student: the student modality ("image", "audio"; "rgb" for scene segmentation).
+        fold: the data.
+        fit: optimiser and batch size (steps and validation period are set per stage).
+        (the rest): the config's net, MST and baseline settings, named as there.
+
+    Returns:
+        A plan (see `multiteacher.recipes.mst.make_plan`).
+
+    Example:
+        >>> plan = make_plan(cfg, fold, "image")  # doctest: +SKIP
+        >>> plan.key, plan.cross, plan.student_epochs  # doctest: +SKIP
+        ('george-image', 'audio', 30)
+    """
 
     student: str  # "image" or "audio"
     fold: Fold

@@ -42,7 +42,22 @@ BALANCE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 class StudentRouter(nn.Module):
-    """The student plus the router that gates on its logits."""
+    """The student plus the engine `Router` that gates on its logits (trained together in stage 3).
+
+    Args:
+        student: the student network.
+        num_teachers: K.
+        top_k: teachers per instance (hard straight-through top-k).
+        num_classes: width of the student's logits.
+        dense: the logits are ``(B, C, H, W)`` (a conv router with global pooling: one route per image).
+
+    Returns:
+        A module; ``forward(batch)`` returns ``(student logits, RouterOutput)``.
+
+    Example:
+        >>> model = StudentRouter(student, num_teachers=4, top_k=1)  # doctest: +SKIP
+        >>> logits, route = model(batch)  # doctest: +SKIP
+    """
 
     def __init__(self, student: Member, num_teachers: int, top_k: int, num_classes: int = 10,
                  dense: bool = False) -> None:
@@ -60,8 +75,24 @@ class StudentRouter(nn.Module):
 
 
 def loss_weights(plan: Plan, epoch: int) -> tuple[float, float]:
-    """(w_kl, w_lb) during `epoch` (0-based): the official decays are applied after epochs
-    0, every, 2·every, ..., so during epoch e the factor is decay^ceil(e / every)."""
+    """The stage-3 loss weights ``(w_kl, w_lb)`` during `epoch` (0-based).
+
+    The official decays are applied after epochs 0, every, 2·every, ..., so during epoch e the
+    factor is ``decay^ceil(e / every)``.
+
+    Args:
+        plan: the job (initial weights, decays and periods).
+        epoch: the current epoch.
+
+    Returns:
+        ``(w_kl, w_lb)``.
+
+    Example:
+        >>> from types import SimpleNamespace as NS
+        >>> p = NS(w_kl=1.0, kl_decay=0.5, kl_every=30, w_lb=1.0, lb_decay=0.9, lb_every=10)
+        >>> loss_weights(p, 0), loss_weights(p, 1), loss_weights(p, 11)
+        ((1.0, 1.0), (0.5, 0.9), (0.5, 0.81))
+    """
     n_kl = -(-epoch // plan.kl_every)
     n_lb = -(-epoch // plan.lb_every)
     return plan.w_kl * plan.kl_decay**n_kl, plan.w_lb * plan.lb_decay**n_lb
@@ -70,9 +101,27 @@ def loss_weights(plan: Plan, epoch: int) -> tuple[float, float]:
 def routed_kd(
     s: torch.Tensor, t: torch.Tensor, probs: torch.Tensor, routing: str, k: int, temperature: float
 ) -> torch.Tensor:
-    """KD of student logits `s` from teacher logits `t` (B, K, C, ...) as routed by `probs` (B, K):
-    "soft" from the probs-weighted mixture, "hard" from each of the top-k teachers (mean over the k),
-    "random" from k uniformly drawn teachers."""
+    """KD of the student from the teachers as a router chooses them.
+
+    Args:
+        s: ``(B, C, ...)`` student logits.
+        t: ``(B, K, C, ...)`` teacher logits (a `TeacherPool`'s output).
+        probs: ``(B, K)`` router probabilities.
+        routing: "soft" (KD from the probs-weighted mixture), "hard" (mean KD over each instance's
+            top-k teachers) or "random" (k uniformly drawn teachers; uses the global generator).
+        k: teachers per instance (hard / random).
+        temperature: KD temperature.
+
+    Returns:
+        A scalar tensor.
+
+    Example:
+        >>> s, t = torch.zeros(2, 3), torch.randn(2, 4, 3)
+        >>> probs = torch.eye(4)[[1, 3]]  # instance 0 -> teacher 1, instance 1 -> teacher 3
+        >>> hard = routed_kd(s, t, probs, "hard", 1, 2.0)
+        >>> bool(torch.isclose(hard, multi_teacher_kd(s, t, 2.0, select=torch.tensor([1, 3]))))
+        True
+    """
     if routing == "soft":
         return multi_teacher_kd(s, t, temperature, weights=probs)
     if routing == "random":
@@ -86,9 +135,21 @@ def routed_kd(
 def distill_routed(
     ctx: RunContext, plan: Plan, trio: Trio, masks: nn.ModuleList | None, routing: str, tag: str,
 ) -> tuple[Member, dict[str, Any]]:
-    """Student + router distillation from the masked teachers. `routing`: hard | soft | random.
+    """Stage 3: the student (from the co-trained one) and a router distil from the masked teachers.
 
-    Returns the best student (by validation CE) and ``{"route_test", "route_train", "val", "teachers"}``.
+    Args:
+        ctx: the run.
+        plan: the job.
+        trio: the co-trained networks (frozen here).
+        masks: the stage-2 MaskNets (None: route over the two unmasked teachers).
+        routing: "hard" (official), "soft" or "random".
+        tag: the method name (fit name and router seed).
+
+    Returns:
+        The best student (by validation CE) and ``{"route_test", "route_train", "val", "teachers"}``.
+
+    Example:
+        >>> student, info = distill_routed(ctx, plan, trio, masks, "hard", "mst")  # doctest: +SKIP
     """
     dev = ctx.fabric.device
     for m in (trio.mm, trio.cross, trio.student):
@@ -129,8 +190,23 @@ def distill_routed(
 
 
 def route_usage(model: StudentRouter, plan: Plan, names: list[str], dev: torch.device) -> dict[str, dict[str, float]]:
-    """Share of instances whose top-1 teacher is each teacher under the final router, on the test
-    and the training split; computed from the saved weights so a resumed run reports the same."""
+    """Share of instances whose top-1 teacher is each teacher under the final router.
+
+    Computed from the saved weights, so a resumed run reports the same numbers.
+
+    Args:
+        model: the trained student + router.
+        plan: the job (its test and training splits).
+        names: the teacher names, in pool order.
+        dev: where to evaluate.
+
+    Returns:
+        ``{"test": {name: share}, "train": {name: share}}``.
+
+    Example:
+        >>> route_usage(model, plan, pool.names, dev)["test"]  # doctest: +SKIP
+        {'mm@concat': 0.4, 'mm@fc1': 0.1, 'cross@conv3': 0.3, 'cross@fc1': 0.2}
+    """
     model.eval()
     usage = {}
     for split_name, split in (("test", plan.fold.test), ("train", plan.fold.train)):

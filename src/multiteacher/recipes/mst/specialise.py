@@ -27,10 +27,21 @@ from multiteacher.teachers.masked import MaskedTeacher
 def masked_teachers(
     trio: Trio, plan: Plan, masks: nn.ModuleList | None, cumulative: bool = False
 ) -> list[Teacher]:
-    """The 2L masked teachers (mm layers first, then cross layers); without masks, the plain two.
+    """The specialised teachers: one engine `MaskedTeacher` per MaskNet (mm layers first, then cross).
 
-    `cumulative` reproduces the official stage-3 quirk where the hooks of the earlier teachers of
-    the same network stay attached: teacher j of a network also carries the masks before it.
+    Args:
+        trio: the co-trained networks.
+        plan: the job (`mm_layers`, `cross_layers`).
+        masks: one MaskNet per layer, in that order (None: the two plain networks as `ModuleTeacher`s).
+        cumulative: the official stage-3 quirk where the hooks of the earlier teachers of the same
+            network stay attached: teacher j of a network also carries the masks before it.
+
+    Returns:
+        The teachers, named ``"<role>@<layer>"`` (or "mm", "cross").
+
+    Example:
+        >>> [t.name for t in masked_teachers(trio, plan, masks)]  # doctest: +SKIP
+        ['mm@concat', 'mm@fc1', 'cross@conv3', 'cross@fc1']
     """
     if masks is None:
         return [ModuleTeacher(trio.mm, "mm"), ModuleTeacher(trio.cross, "cross")]
@@ -46,7 +57,18 @@ def masked_teachers(
 
 
 def build_masks(trio: Trio, plan: Plan) -> nn.ModuleList:
-    """A MaskNet per hooked layer, shaped from one probe forward pass."""
+    """A fresh MaskNet per hooked layer, shaped from one probe forward pass (seeded per job).
+
+    Args:
+        trio: the co-trained networks.
+        plan: the job (layers, MaskNet heads and width, seed).
+
+    Returns:
+        The MaskNets, mm layers first, then cross layers.
+
+    Example:
+        >>> masks = build_masks(trio, plan)  # doctest: +SKIP
+    """
     probe = {k: v[:2] for k, v in plan.fold.train.inputs().items()}
     nets = []
     torch.manual_seed(stable_seed("masks", plan.seed, plan.key) % 2**63)
@@ -63,8 +85,19 @@ def build_masks(trio: Trio, plan: Plan) -> nn.ModuleList:
 
 
 def fit_masks(ctx: RunContext, plan: Plan, trio: Trio) -> tuple[nn.ModuleList, dict[str, float]]:
-    """Train every MaskNet alone (networks frozen) to match the student; returns the frozen MaskNets
-    and the best validation metrics (``val/kl`` summed, ``val/kl<j>`` per MaskNet)."""
+    """Stage 2: train every MaskNet alone (networks frozen) so its masked teacher matches the student.
+
+    Args:
+        ctx: the run.
+        plan: the job.
+        trio: the co-trained networks (frozen here).
+
+    Returns:
+        The frozen MaskNets and the best validation metrics (``val/kl`` summed, ``val/kl<j>`` each).
+
+    Example:
+        >>> masks, val = fit_masks(ctx, plan, trio)  # doctest: +SKIP
+    """
     for m in (trio.mm, trio.cross, trio.student):
         freeze_teacher(m)
     dev = ctx.fabric.device
@@ -98,7 +131,21 @@ def fit_masks(ctx: RunContext, plan: Plan, trio: Trio) -> tuple[nn.ModuleList, d
 
 
 def mask_stats(trio: Trio, plan: Plan, masks: nn.ModuleList, dev: torch.device) -> dict[str, float]:
-    """Mean and spread of each MaskNet's mask on validation data (all-ones would mean 'no mask')."""
+    """Mean and spread of each MaskNet's mask on validation data (all-ones would mean 'no mask').
+
+    Args:
+        trio: the co-trained networks.
+        plan: the job.
+        masks: the trained MaskNets.
+        dev: where to evaluate.
+
+    Returns:
+        ``{"mask_mean/<teacher>", "mask_std/<teacher>", "mask_min/<teacher>": float}``.
+
+    Example:
+        >>> mask_stats(trio, plan, masks, dev)["mask_mean/mm@fc1"]  # doctest: +SKIP
+        0.62
+    """
     out: dict[str, float] = {}
     b = next(batches(plan.fold.val, dev, min(plan.eval_bs, 256)))
     for t in masked_teachers(trio, plan, masks):
