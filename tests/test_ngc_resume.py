@@ -25,7 +25,8 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_kill_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
     env = {**os.environ, "MULTITEACHER_CACHE": str(tmp_path / "cache"), "MULTITEACHER_DATA": str(tmp_path)}
     tiny = str(REPO / "recipes" / "ngc-scenes-tiny.yaml")
-    small = ["--set", "generations=1", "edge.max_steps=5", "controls.self_training=false", "controls.seed_ensemble=false"]
+    small = ["--set", "generations=1", "edge.max_steps=5", "controls.self_training=false",
+             "controls.seed_ensemble=false"]
     ref = _run([tiny, "--run-dir", str(tmp_path / "ref"), *small], env)
     assert ref.returncode == 0, ref.stderr[-2000:]
     killed = _run([tiny, "--run-dir", str(tmp_path / "run"), *small],

@@ -457,7 +457,9 @@ def fit(
         params: the parameters the optimizer trains (default: all of `model`'s).
         lengths: per-sample lengths, for `cfg.length_grouped`.
         ckpt_dir: where the fit's files go (e.g. a job folder in the cache), instead of the run's.
-        sampler: a resumable batch sampler to use instead of the one `cfg` describes.
+        sampler: a resumable batch sampler to use instead of the one `cfg` describes (then
+            `cfg.shuffle`, `cfg.drop_last`, `cfg.length_grouped` and `lengths` are unused, and the
+            sampler splits batches across DDP ranks itself, e.g. `MixtureBatchSampler(rank=, world=)`).
 
     Returns:
         A `FitResult` (also stored in `done.json`).
