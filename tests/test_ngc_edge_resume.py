@@ -125,3 +125,17 @@ def test_edge_batches_follow_the_old_labelled_share_draws() -> None:
     rng = np.random.default_rng(3)
     old = [np.concatenate([rng.choice(lab, n_lab), rng.choice(unl, bsz - n_lab)]).tolist() for _ in range(steps)]
     assert MixtureBatchSampler([lab, unl], [n_lab, bsz - n_lab], steps, seed=3).epoch_batches() == old
+
+
+def test_edge_job_in_a_worker_process_equals_inline(tmp_path: Path) -> None:
+    """The fit loop runs inside an executor worker process (LocalContext, pinned threads): same weights."""
+    from multiteacher.engine.executor import Job, run_jobs
+
+    ref = _spec(tmp_path, "ref", every=2)
+    E.edge_job(ref)
+    spec = _spec(tmp_path, "worker", every=2)
+    [res] = run_jobs([Job(spec["id"], E.edge_job, {"spec": spec})], backend="process", workers=1, progress=False)
+    assert res.unwrap()["skipped"] is False
+    a, b = _weights(ref), _weights(spec)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert np.array_equal(np.load(ref["pred_test"]), np.load(spec["pred_test"]))
