@@ -94,3 +94,4 @@ print(f"random order, training queries: nDCG@10 = {np.mean([ndcg(r, train_q) for
 pairs = [np.sign(student[q][d] - student[q][e]) == np.sign(fused_run[q][d] - fused_run[q][e])
          for q in train_q for i, d in enumerate(cands[q]) for e in list(cands[q])[i + 1:]]
 print(f"pairwise agreement with the fused teacher, training queries ({len(pairs)} pairs): {np.mean(pairs):.3f}")
+print(f"run files in {work}; the student's run (results.json, report.md) in {work / 'run'}")

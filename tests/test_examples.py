@@ -28,12 +28,18 @@ def run_example(name: str, tmp_path: Path, *args: str, timeout: int = 300) -> di
                           timeout=timeout, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _keep_for_docs(name, proc.stdout)
+    (tmp_path / "stdout.txt").write_text(proc.stdout)
     out = {}
     for line in proc.stdout.splitlines():
         m = re.match(r"^(.+?): (?:nDCG@10 = )?([0-9.]+)$", line.strip())
         if m:
             out[m.group(1)] = float(m.group(2))
     return out
+
+
+def got_text(tmp_path: Path) -> str:
+    """The full stdout of the last example run in `tmp_path`."""
+    return (tmp_path / "stdout.txt").read_text()
 
 
 def _keep_for_docs(name: str, stdout: str) -> None:
@@ -100,6 +106,28 @@ def test_own_rankers_to_cross_encoder(tmp_path: Path) -> None:
     run = [ir_measures.ScoredDoc(q, doc, s) for q in test_q for doc, s in top[q].items()]
     ref = ir_measures.calc_aggregate([ir_measures.nDCG @ 10], qrels, run)[ir_measures.nDCG @ 10]
     assert got["bm25 (first stage)"] == pytest.approx(ref, abs=1e-3)
+    # Independent reference for the engine's fusion and metric: z-score each run file per query with numpy,
+    # average the rankers that scored a passage, and measure with ir_measures directly.
+    work = Path(re.search(r"run files in (\S+);", got_text(tmp_path)).group(1))
+    from multiteacher.data.ir import read_trec_run
+
+    runs = {n: read_trec_run(work / f"{n}.run") for n in ("tfidf", "coverage")}
+
+    def ndcg_ref(run: dict) -> float:
+        scored = [ir_measures.ScoredDoc(q, doc, s) for q in test_q for doc, s in run[q].items()]
+        return ir_measures.calc_aggregate([ir_measures.nDCG @ 10], qrels, scored)[ir_measures.nDCG @ 10]
+
+    fused = {}
+    for q in test_q:
+        z: dict[str, list[float]] = {}
+        for run in runs.values():
+            v = np.array(list(run[q].values()))
+            sd = v.std()
+            for doc, s in run[q].items():
+                z.setdefault(doc, []).append((s - v.mean()) / sd if sd > 0 else 0.0)
+        fused[q] = {doc: float(np.mean(vals)) for doc, vals in z.items()}
+    for name, run in {**runs, "fused": fused}.items():
+        assert got[name] == pytest.approx(ndcg_ref(run), abs=1e-3), name
     rand = got["random order of the candidates"]
     for name in ("tfidf", "coverage", "fused", "student (tiny cross-encoder)"):
         assert 0.0 <= got[name] <= 1.0
