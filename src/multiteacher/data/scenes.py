@@ -61,17 +61,17 @@ _TEXTURES = ("checker_blue.png", "checker_grid.jpg", "tex256.png", "uvmap.png", 
 class ScenesConfig(StrictModel):
     """What to render. Everything here except `workers` changes the rendered frames."""
 
-    resolution: int = Field(64, ge=16, le=512)
-    train_scenes: int = Field(150, ge=1)
-    test_scenes: int = Field(30, ge=1)
-    val_scenes: int = Field(0, ge=0)
-    views_per_scene: int = Field(10, ge=1)
-    objects_min: int = Field(5, ge=0)
-    objects_max: int = Field(11, ge=0)
-    fov: float = Field(60.0, gt=10, lt=150)
-    shadows: bool = True
-    seed: int = 0
-    scenes_per_shard: int = Field(8, ge=1)
+    resolution: int = Field(64, ge=16, le=512, description="Side of the square rendered frames in pixels.")
+    train_scenes: int = Field(150, ge=1, description="Number of training scenes (each seen `views_per_scene` times).")
+    test_scenes: int = Field(30, ge=1, description="Number of test scenes, from scene seeds never used in training.")
+    val_scenes: int = Field(0, ge=0, description="Number of validation scenes (0: none).")
+    views_per_scene: int = Field(10, ge=1, description="Camera views per scene, spread around an orbit of the clutter.")
+    objects_min: int = Field(5, ge=0, description="Fewest objects in a scene (the count is drawn uniformly).")
+    objects_max: int = Field(11, ge=0, description="Most objects in a scene (inclusive; must be ≥ objects_min).")
+    fov: float = Field(60.0, gt=10, lt=150, description="Vertical field of view of the camera in degrees.")
+    shadows: bool = Field(True, description="Allow shadows (each scene then casts them with probability 0.7).")
+    seed: int = Field(0, description="Generator seed: scenes are deterministic by (seed, split, scene index).")
+    scenes_per_shard: int = Field(8, ge=1, description="Scenes per rendered cache shard (one worker task each).")
     workers: int = Field(2, ge=0, description="render processes; 0 renders in this process")
 
     def scenes(self, split: str) -> int:
