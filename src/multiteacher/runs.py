@@ -66,6 +66,14 @@ class RunContext:
     ends it with `finish`. `log` appends to `metrics.jsonl` and, when the config's `tracking`
     switches them on, to Fabric's experiment loggers (TensorBoard, CSV, W&B, MLflow).
 
+    Args:
+        run_dir: the run directory (checkpoints, `metrics.jsonl`, results).
+        data_dir: where datasets are read (may be read-only).
+        cache_dir: where derived files go (teacher outputs, rendered data).
+        config: the run's resolved config (its `seed` seeds every fit).
+        fabric: a launched Lightning Fabric (None: one CPU process).
+        resumed: whether this session continues a killed run.
+
     Example:
         >>> ctx = RunContext.create("runs/my-script", seed=0)  # doctest: +SKIP
         >>> fit(ctx, "student", model, train, step_fn, FitConfig(max_steps=100))  # doctest: +SKIP
