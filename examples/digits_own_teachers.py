@@ -53,7 +53,7 @@ print(f"consensus (median, no training): {mt.accuracy(mt.median(t_logits[test]).
 # The router learns, on the labelled images, which teacher gives the true class the most probability.
 torch.manual_seed(0)
 router = mt.Router(num_teachers=len(pool), in_features=64, hidden=32)
-trust = t_logits[lab, :, :].gather(2, torch.from_numpy(y[lab]).view(-1, 1, 1).expand(-1, len(pool), 1))[..., 0]
+trust = t_logits[lab].gather(2, torch.from_numpy(y[lab]).view(-1, 1, 1).expand(-1, len(pool), 1))[..., 0]
 opt = torch.optim.Adam(router.parameters(), lr=1e-2)
 for _ in range(200):
     loss = torch.nn.functional.cross_entropy(router(X[lab]).logits, trust.softmax(-1))
@@ -75,4 +75,4 @@ print(f"student (consensus): {distil(lambda s, t: mt.kd_kl(s, mt.median(t), temp
 with torch.no_grad():
     routed = router(X[unl]).weights
 print(f"student (router): {distil(lambda s, t: mt.multi_teacher_kd(s, t, 2.0, weights=routed)):.3f}")
-print(f"chance: {np.bincount(y[test]).max() / len(test):.3f}")
+print(f"chance (majority class): {np.bincount(y[test]).max() / len(test):.3f}")
