@@ -39,6 +39,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "cached_outputs": ("multiteacher.teachers.cache:cached_outputs",),
     "data_fingerprint": ("multiteacher.teachers.base:data_fingerprint",),
     "RunTeacher": ("multiteacher.teachers.text:RunTeacher",),
+    "BiEncoderTeacher": ("multiteacher.teachers.text:BiEncoderTeacher",),
+    "CrossEncoderTeacher": ("multiteacher.teachers.text:CrossEncoderTeacher",),
     "MaskedTeacher": ("multiteacher.teachers.masked:MaskedTeacher",),
     "freeze_teacher": ("multiteacher.teachers.base:freeze_teacher",),
     # consensus over the teacher axis (B, K, ...)
