@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import require_data
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
@@ -89,10 +91,9 @@ def test_digits_own_teachers(tmp_path: Path) -> None:
 
 
 @pytest.mark.data
-def test_own_rankers_to_cross_encoder(tmp_path: Path) -> None:
-    data = Path(os.environ.get("MULTITEACHER_DATA", ROOT.parent / "shared" / "data"))
-    if not (data / "trec-dl" / "dl19").is_dir():
-        pytest.skip(f"no trec-dl/dl19 under {data}")
+def test_own_rankers_to_cross_encoder(tmp_path: Path, data_dir: Path) -> None:
+    data = data_dir
+    require_data(data, "trec-dl", "dl19", "corpus.jsonl")
     got = run_example("own_rankers_to_cross_encoder.py", tmp_path, str(data))
     # Independent reference: BM25's own top-20 measured here with ir_measures directly.
     import ir_measures

@@ -75,7 +75,26 @@ def paired_randomization_test(
     alternative: str = "two-sided",
     batch: int = 4096,
 ) -> SignificanceResult:
-    """Sign-flip randomisation test of ``H0: mean(a - b) = 0`` (see module docstring)."""
+    """Sign-flip randomisation test of ``H0: mean(a - b) = 0`` (see module docstring).
+
+    Exact (all ``2**n`` sign flips) when that is no more than ``n_resamples``, Monte Carlo otherwise.
+
+    Args:
+        a: Per-query values of system A (a sequence, or a mapping id -> value paired by id with ``b``).
+        b: Per-query values of system B, paired with ``a``.
+        n_resamples: Monte Carlo resamples (also the limit for the exact test).
+        seed: Seed of the Monte Carlo sign flips.
+        alternative: ``"two-sided"``, ``"greater"`` (A > B) or ``"less"``.
+        batch: Sign-flip vectors evaluated per matrix product.
+
+    Returns:
+        ``SignificanceResult(statistic=mean(a - b), p_value, n, method)``.
+
+    Example:
+        >>> r = paired_randomization_test([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+        >>> r.statistic, r.p_value, r.method   # only the all-positive flip reaches 2: 2 * 1/8
+        (2.0, 0.25, 'exact')
+    """
     _check_alt(alternative)
     if n_resamples < 1:
         raise ConfigError(f"n_resamples must be >= 1, got {n_resamples}")
@@ -152,6 +171,16 @@ def holm(p_values: Sequence[float] | Mapping) -> list[float] | dict:
 
     Sort ascending ``p_(1) <= ... <= p_(m)``; ``p̃_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``.
     Reject ``H_(i)`` at level α iff ``p̃_(i) <= α``.
+
+    Args:
+        p_values: Unadjusted p-values, a sequence or a mapping name -> p.
+
+    Returns:
+        The adjusted p-values in the input order (a dict when a mapping came in).
+
+    Example:
+        >>> holm([0.01, 0.04, 0.03])
+        [0.03, 0.06, 0.06]
     """
     if isinstance(p_values, Mapping):
         keys = list(p_values)
