@@ -5,12 +5,14 @@ modalities are weakened so that neither is near-perfect alone: images are projec
 components that keep a share of the pixel variance ("energy", fit on the fold's training images
 only), and white noise is added to the audio at a fixed SNR before the log-magnitude spectrogram.
 
-Evaluation uses leave-one-speaker-out folds over the five FSDD speakers: the test set is every
+Evaluation uses leave-one-speaker-out folds over the FSDD speakers found in the data directory
+(`speakers`; five in this project's copy, six in the full public FSDD): the test set is every
 recording of one speaker (an unseen voice); validation is, by default, every recording of the
 next speaker (also an unseen voice, so model selection and calibration see the same shift as the
-test), training the remaining three (`val_mode="random"`: a stratified split of the other four
-speakers instead). The MNIST images are split disjointly per fold (train/val/test pools per
-class, sized like the audio splits), so no image is seen in two splits.
+test), training the remaining ones (`val_mode="random"`: a stratified split of the other
+speakers instead). Speakers and digits are never a fixed list: they come from the files found.
+The MNIST images are split disjointly per fold (train/val/test pools per class, sized like the
+audio splits), so no image is seen in two splits.
 
 Expected files under the data directory::
 
@@ -41,8 +43,8 @@ from multiteacher.data.registry import DatasetInfo, register_dataset
 from multiteacher.errors import DataError
 
 SAMPLE_RATE = 8000
-SPEAKERS = ("george", "jackson", "lucas", "nicolas", "yweweler")
 MNIST_PREFIXES = ("mnist5k-train", "train", "t10k")
+SPEAKER_RE = re.compile(r"[A-Za-z]+")  # a speaker's name in an FSDD file name
 WAV_RE = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 FSDD_HINT = (
     "put the Free Spoken Digit Dataset recordings (github.com/Jakobovski/free-spoken-digit-dataset, "
@@ -680,6 +682,36 @@ def speakers(data_dir: Path) -> list[str]:
     return sorted({r.speaker for r in list_fsdd(data_dir)})
 
 
+def resolve_folds(data_dir: Path, folds: Sequence[str] | None) -> list[str]:
+    """The fold (test) speakers of a run, checked against the speakers found in the data directory.
+
+    Why: which speakers exist is a fact of the data, not of the code — the full public FSDD has a
+    sixth speaker (`theo`) that this project's copy lacks, so folds are never checked against a
+    fixed list.
+
+    Args:
+        data_dir: the data directory (``fsdd/recordings/``).
+        folds: the speakers asked for (None: every speaker found, sorted).
+
+    Returns:
+        The fold speakers, in the order asked; a one-line DataError naming every missing speaker
+        and the speakers found.
+
+    Example:
+        >>> resolve_folds(Path("../shared/data"), ["lucas"])  # doctest: +SKIP
+        ['lucas']
+    """
+    found = speakers(data_dir)
+    if folds is None:
+        return found
+    missing = [f for f in folds if f not in found]
+    if missing:
+        rec_dir = Path(data_dir) / "fsdd" / "recordings"
+        raise DataError(f"data.folds: speaker(s) {', '.join(map(repr, missing))} have no recordings in {rec_dir}; "
+                        f"speakers found: {', '.join(found)} — fix data.folds or add their recordings")
+    return list(folds)
+
+
 # ----------------------------------------------------------------------------------------- registry
 def check(data_dir: Path) -> str:
     """Check the AV-digits files (what `multiteacher data check` runs).
@@ -698,10 +730,11 @@ def check(data_dir: Path) -> str:
     recs = list_fsdd(data_dir)
     read_wav(recs[0].path)
     sp = sorted({r.speaker for r in recs})
-    missing = sorted(set(range(10)) - set(labels.tolist()))
+    # the digits spoken in the recordings found need images; a digit nobody speaks needs none
+    missing = sorted({r.digit for r in recs} - set(labels.tolist()))
     if missing:
-        raise DataError(f"MNIST in {Path(data_dir) / 'mnist'} has no images of digit(s) {missing}; "
-                        f"{MNIST_HINT}")
+        raise DataError(f"MNIST in {Path(data_dir) / 'mnist'} has no images of digit(s) {missing}, which the "
+                        f"FSDD recordings speak; {MNIST_HINT}")
     if len(sp) < 2:
         raise DataError(f"FSDD in {Path(data_dir) / 'fsdd/recordings'} has only speaker(s) {sp}; "
                         f"leave-one-speaker-out needs at least 2; {FSDD_HINT}")

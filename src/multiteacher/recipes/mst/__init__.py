@@ -59,8 +59,10 @@ Method = Literal["no_kd", "kd_mm", "kd_cross", "aver", "fitnet", "dkd",
 class DataSection(StrictModel):
     """AV-digits folds and weakening (defaults calibrated, see avdigits.DEFAULTS_NOTE)."""
 
-    folds: list[str] = Field(default_factory=lambda: list(avdigits.SPEAKERS), min_length=1,
-                             description="Test speakers, one leave-one-speaker-out fold each.")
+    folds: list[str] | None = Field(
+        None, min_length=1,
+        description="Test speakers, one leave-one-speaker-out fold each (None: every speaker found in the "
+        "data directory's fsdd/recordings). Checked against the recordings found when the run starts.")
     image_energy: float = Field(avdigits.DEFAULT_IMAGE_ENERGY, gt=0, le=1,
                                 description="Share of pixel variance the PCA-weakened images keep.")
     audio_snr_db: float = Field(avdigits.DEFAULT_AUDIO_SNR_DB,
@@ -145,9 +147,11 @@ class Config(RecipeConfig):
 
     @model_validator(mode="after")
     def _check(self) -> Config:
-        bad = [f for f in self.data.folds if f not in avdigits.SPEAKERS]
+        # which speakers exist is a fact of the data (checked at run start); here only the file-name form
+        bad = [f for f in self.data.folds or [] if not avdigits.SPEAKER_RE.fullmatch(f)]
         if bad:
-            raise ValueError(f"unknown fold speaker(s) {bad}; FSDD speakers: {list(avdigits.SPEAKERS)}")
+            raise ValueError(f"data.folds: {bad[0][:40]!r} cannot be an FSDD speaker (file names "
+                             "{digit}_{speaker}_{take}.wav: letters only); use a speaker's name, e.g. lucas")
         if self.task == "scenes-seg" and set(self.methods) - seg.SEG_METHODS:
             raise ValueError(f"methods {sorted(set(self.methods) - seg.SEG_METHODS)} do not apply to "
                              f"task scenes-seg; use {sorted(seg.SEG_METHODS)}")
@@ -187,7 +191,7 @@ def iter_plans(cfg: Config, ctx: RunContext):
         ctx.log(fold.info, fold=fold.test_speaker)
         yield make_seg_plan(cfg, fold)
         return
-    for speaker in cfg.data.folds:
+    for speaker in avdigits.resolve_folds(ctx.data_dir, cfg.data.folds):
         fold = load_fold(cfg, ctx, speaker)
         ctx.log({k: v for k, v in fold.info.items() if isinstance(v, int | float)}, fold=speaker)
         for student in cfg.directions:
