@@ -20,9 +20,61 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from multiteacher.errors import ConfigError
 
+#: The largest integer a config field accepts unless it opts out (`json_schema_extra={"unbounded": True}`):
+#: a count, size or step number above it cannot be meant and would only fail later (out of memory, overflow).
+MAX_CONFIG_INT = 2**31 - 1
+
+#: The longest piece of user input quoted in an error message (longer values are cut with "...").
+MAX_QUOTED = 80
+
+
+def quote(value: Any, limit: int = MAX_QUOTED) -> str:
+    """`repr(value)` cut after `limit` characters, so an error that quotes its input stays one short line.
+
+    Args:
+        value: anything the user gave.
+        limit: the most characters kept.
+
+    Returns:
+        The (possibly shortened) repr.
+
+    Example:
+        >>> quote("x" * 100, limit=10)
+        "'xxxxxxxxx... (102 chars)"
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"... ({len(text)} chars)"
+
+
+def _too_big(value: Any) -> int | None:
+    """The first int in `value` (a scalar, or nested in lists/tuples/dict values) beyond MAX_CONFIG_INT."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if abs(value) > MAX_CONFIG_INT else None
+    if isinstance(value, list | tuple | set):
+        items: Any = value
+    elif isinstance(value, dict):
+        items = value.values()
+    else:
+        return None
+    for item in items:
+        found = _too_big(item)
+        if found is not None:
+            return found
+    return None
+
 
 class StrictModel(BaseModel):
     """Base for every config section: unknown keys are errors, values are validated on assignment.
+
+    Two general guards hold for every field of every section, so a value that passes validation
+    cannot blow up later: floats must be finite (`inf`/`nan` are refused; a field opts in with
+    `Field(..., allow_inf_nan=True)`), and integers must lie within ±`MAX_CONFIG_INT` (a field opts
+    out with `json_schema_extra={"unbounded": True}`); fields whose meaning demands a tighter range
+    say so themselves (`le=`).
 
     Example:
         >>> class Section(StrictModel):
@@ -31,7 +83,20 @@ class StrictModel(BaseModel):
         4
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded_ints(cls, v: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(str(info.field_name))
+        extra = field.json_schema_extra if field is not None else None
+        if isinstance(extra, dict) and extra.get("unbounded"):
+            return v
+        big = _too_big(v)
+        if big is not None:
+            raise ValueError(f"integer {quote(big, 30)} is out of range: at most {MAX_CONFIG_INT} "
+                             "(a larger size, count or step cannot be meant)")
+        return v
 
 
 class FabricConfig(StrictModel):
@@ -122,8 +187,8 @@ class RecipeConfig(StrictModel):
                                          "module path that declares `Config` and `run` (e.g. mypkg.my_recipe).")
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$",
                       description="Run name: the default run directory is `runs/<name>`.")
-    seed: int = Field(0, ge=0, description="Seed for Python, NumPy and torch; runs differing only in it are "
-                                           "aggregated as repeats.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for Python, NumPy and torch (0 to 2**32-1); runs "
+                                                        "differing only in it are aggregated as repeats.")
     fabric: FabricConfig = Field(FabricConfig(), description="Lightning Fabric settings (devices, strategy, "
                                                              "precision).")
     tracking: TrackingConfig = Field(TrackingConfig(), description="Experiment loggers that also receive the "
@@ -158,19 +223,79 @@ def _load_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"{path}: 'defaults' chain loops back to itself — remove the cycle")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path} — pass a path to a recipe YAML (see recipes/)")
+    text = read_utf8(path, ConfigError)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: line {e.line}: key {quote(e.key, 40)} appears twice in one mapping "
+                          f"(first at line {e.first}) — keep one") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)}) — fix the syntax") from None
+        problem = str(getattr(e, "problem", None) or e)[:120]
+        raise ConfigError(f"{path}:{where} is not valid YAML ({problem}) — fix the syntax") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys to values")
     parent = data.pop("defaults", None)
     if parent is None:
         return data
-    base = _load_yaml(path.parent / str(parent), (*seen, path))
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{path}: 'defaults' = {quote(parent, 40)}: must be one file path (e.g. `defaults: "
+                          "base.yaml`, relative to this file)")
+    base = _load_yaml(path.parent / parent, (*seen, path))
     return deep_merge(base, data)
+
+
+def read_utf8(path: Path, error: type[Exception] = ConfigError) -> str:
+    """Read a text file that must be UTF-8; other bytes are one clear error naming the file and offset.
+
+    Args:
+        path: the file.
+        error: the `UserError` subclass to raise (ConfigError for configs, DataError for data).
+
+    Returns:
+        The decoded text.
+
+    Raises:
+        error: the file is not valid UTF-8.
+
+    Example:
+        >>> read_utf8(Path("recipes/example-tiny.yaml")).startswith("#")  # doctest: +SKIP
+        True
+    """
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise error(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}) — "
+                    "save the file as UTF-8") from None
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                hash(key)
+            except TypeError:
+                continue  # SafeLoader reports unhashable keys itself
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -196,13 +321,19 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: str = "--set") -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: str = "--set",
+                    model_cls: type[BaseModel] | None = None) -> dict[str, Any]:
     """Apply `a.b=c` overrides; values parse as YAML (`3`, `1e-3`, `true`, `[1,2]`, `null`).
+
+    With `model_cls`, a section the file does not spell out is first filled with its default, so
+    `--set nodes.depth.scale=2.0` changes one value of the default `nodes` instead of replacing the
+    whole section by `{depth: {scale: 2.0}}`.
 
     Args:
         data: the raw config mapping (not modified).
         overrides: `KEY=VALUE` strings with dotted keys.
         source: what to call the overrides in errors.
+        model_cls: the config class whose defaults fill sections missing from `data`.
 
     Returns:
         A new mapping with the overrides applied.
@@ -218,19 +349,55 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: s
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"{source} {item!r}: expected KEY=VALUE, e.g. --set fit.lr=1e-3")
+            raise ConfigError(f"{source} {quote(item)}: expected KEY=VALUE, e.g. --set fit.lr=1e-3")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         node = out
         parts = key.strip().split(".")
+        kind: Any = model_cls
         for p in parts[:-1]:
+            kind = _child_type(kind, p)
             if not isinstance(node.get(p), dict):
-                node[p] = {}
+                node[p] = _default_mapping(kind) if p not in node else {}
             node = node[p]
         node[parts[-1]] = value
     return out
+
+
+def _child_type(kind: Any, key: str) -> Any:
+    """The declared type under `key` of a model class or a `dict[str, X]` annotation (None when unknown)."""
+    if kind is None:
+        return None
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        field = kind.model_fields.get(key)
+        if field is None:
+            return None
+        default = field.get_default(call_default_factory=True)
+        return (field.annotation, default)
+    annotation, _ = kind
+    model = _model_in(annotation)
+    if model is not None:
+        return _child_type(model, key)
+    args = getattr(annotation, "__args__", ()) or ()
+    if getattr(annotation, "__origin__", None) is dict and len(args) == 2:
+        value_model = _model_in(args[1])
+        return (value_model, None) if value_model is not None else None
+    return None
+
+
+def _default_mapping(kind: Any) -> Any:
+    """The default of a section absent from the file, as a plain mapping (`{}` when it has none)."""
+    if not isinstance(kind, tuple):
+        return {}
+    _, default = kind
+    if isinstance(default, BaseModel):
+        return json.loads(default.model_dump_json())
+    if isinstance(default, dict):
+        return {k: json.loads(v.model_dump_json()) if isinstance(v, BaseModel) else copy.deepcopy(v)
+                for k, v in default.items()}
+    return {}
 
 
 def build_config(
@@ -290,7 +457,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RecipeC
         >>> cfg.seed, cfg.recipe  # doctest: +SKIP
         (3, 'example')
     """
-    data = apply_overrides(load_yaml(path), overrides)
+    raw = load_yaml(path)
+    model_cls = None
+    if overrides:
+        recipe = apply_overrides(raw, overrides).get("recipe")
+        if isinstance(recipe, str):
+            from multiteacher.recipe_registry import load_recipe
+
+            try:
+                model_cls = load_recipe(recipe, str(path)).Config
+            except ConfigError:
+                model_cls = None  # build_config names the unknown recipe
+    data = apply_overrides(raw, overrides, model_cls=model_cls)
     return build_config(data, source=str(path))
 
 
@@ -305,16 +483,22 @@ def _format_validation_error(err: ValidationError, model_cls: type[BaseModel], s
         hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         where = ".".join(loc[:-1]) or "top level"
         return (
-            f"{source}: unknown key '{dotted}' — {hint} valid keys at {where}: {', '.join(valid)}{more}"
+            f"{source}: unknown key '{_cut(dotted)}' — {hint} valid keys at {where}: {', '.join(valid)}{more}"
         ).replace("—  valid", "— valid")
     if first["type"] == "missing":
-        return f"{source}: missing required field '{dotted}' — add it to the config{more}"
+        return f"{source}: missing required field '{_cut(dotted)}' — add it to the config{more}"
     if not loc:  # a whole-config validator: the message names the fields itself
-        return f"{source}: {first['msg'].removeprefix('Value error, ')}{more}"
+        return f"{source}: {_cut(first['msg'].removeprefix('Value error, '), 240)}{more}"
     got = first.get("input")
-    got_s = repr(got) if not isinstance(got, dict) else "a mapping"
+    got_s = quote(got) if not isinstance(got, dict) else "a mapping"
     msg = first["msg"].removeprefix("Value error, ")
-    return f"{source}: field '{dotted}' = {got_s}: {msg}{more}"
+    if len(msg) > 200:
+        msg = msg[:196] + " ..."
+    return f"{source}: field '{_cut(dotted)}' = {got_s}: {msg}{more}"
+
+
+def _cut(text: str, limit: int = MAX_QUOTED) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fields_at(model_cls: type[BaseModel], loc: list[str]) -> list[str]:
