@@ -47,7 +47,11 @@ def test_by_groups_runs_apart_by_a_config_field(tmp_path: Path) -> None:
         return p
 
     paths = [run("a", 0, False, 1.0), run("b", 1, False, 3.0), run("c", 0, True, 5.0)]
-    assert "| direct | d | 3.000 ± 2.000 |" in report_markdown(paths)  # without --by the variant is averaged in
+    # without --by the variant is not averaged in (issue 15): rows split by the differing config field
+    plain = report_markdown(paths)
+    assert plain.splitlines()[0].startswith("| graph.hyperedges | kind |")
+    assert "| False | direct | d | 2.000 ± 1.414 (n=2) |" in plain and "| True | direct | d | 5.000 (n=1) |" in plain
+    assert "configs differ in: graph.hyperedges" in plain
     md = report_markdown(paths, by=["config.graph.hyperedges"])
     assert "| hyperedges |" in md.splitlines()[0]
     assert "| False | direct | d | 2.000 ± 1.414 (n=2) |" in md and "| True | direct | d | 5.000 (n=1) |" in md

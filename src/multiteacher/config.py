@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -193,6 +193,10 @@ class RecipeConfig(StrictModel):
                                                              "precision).")
     tracking: TrackingConfig = Field(TrackingConfig(), description="Experiment loggers that also receive the "
                                                                    "metrics (TensorBoard, CSV, W&B, MLflow).")
+
+    #: Dotted config fields that `multiteacher report` may pool into one row even when runs differ in them
+    #: (besides seed, name, folds and where a run ran): only fields that the pooled rows do not depend on.
+    report_pooled: ClassVar[tuple[str, ...]] = ()
 
 
 # --------------------------------------------------------------------------------------- loading

@@ -5,10 +5,17 @@ validation metrics from metrics.jsonl). `aggregate(results)` groups the `rows` o
 results files by their non-numeric fields (ignoring `seed` and `fold`) and gives mean ± std of
 every numeric field; `update_readme` pastes a generated table between
 `<!-- results:NAME -->` and `<!-- /results:NAME -->` so README tables are never typed by hand.
+
+`report_markdown` (what `multiteacher report` prints) never averages what should not be averaged:
+runs of different recipes are refused; rows that runs with different configs would share are split
+by the config fields that differ (`config_split_fields`), shown as extra columns; fields named in
+`--where` / `--columns` must exist; a path that holds no run says so.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import math
 import re
 from collections import defaultdict
@@ -20,6 +27,15 @@ from multiteacher.io import atomic_savefig, atomic_write_text, read_metrics
 from multiteacher.schema import read_results
 
 AGGREGATED_OVER = ("seed", "fold")
+
+#: Config fields that never separate report rows: what repeats of one setting vary on purpose (seed, name,
+#: the fold of a cross-validation), where a run ran (not what it computes), and logging.
+CONFIG_POOLED = ("seed", "name", "tracking", "fabric.accelerator", "fabric.devices", "fabric.num_nodes",
+                 "fabric.strategy")
+CONFIG_POOLED_LEAVES = ("fold", "folds")
+
+#: Files that mark a directory as a run directory (finished or not).
+RUN_MARKERS = ("results.json", "run.json", "config.yaml", "metrics.jsonl", "checkpoints")
 
 
 def load_results(paths: list[Path]) -> list[dict[str, Any]]:
@@ -40,7 +56,19 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
         >>> [r["name"] for r in load_results([Path("results/example/s0")])]  # doctest: +SKIP
         ['example-s0']
     """
+    for p in paths:
+        _check_is_run(Path(p))
     return [read_results(p).model_dump() for p in paths]
+
+
+def _check_is_run(path: Path) -> None:
+    """One line for a path that holds no run at all (an unfinished run is read_results' message)."""
+    if not path.exists():
+        raise DataError(f"no run here: {path} (no such file or directory) — pass run directories or results.json "
+                        "files")
+    if path.is_dir() and not any((path / m).exists() for m in RUN_MARKERS):
+        raise DataError(f"no run here: {path} (no results.json, run.json or config.yaml in it) — pass run "
+                        "directories or results.json files")
 
 
 def mean_std(values: list[float]) -> tuple[float, float, int]:
@@ -259,12 +287,147 @@ def label_rows(results: list[dict[str, Any]], by: list[str] | None) -> list[dict
     return out
 
 
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True)
+    return out
+
+
+def recipe_pooled_fields(recipe: str) -> tuple[str, ...]:
+    """Config fields a recipe declares poolable in reports (`RecipeConfig.report_pooled`); () if unknown.
+
+    Args:
+        recipe: the `recipe` field of a results.json.
+
+    Returns:
+        Dotted config fields.
+
+    Example:
+        >>> recipe_pooled_fields("rerank")
+        ('objective', 'model.eval_batch_size')
+    """
+    from multiteacher.errors import UserError
+    from multiteacher.recipe_registry import load_recipe
+
+    try:
+        cfg_cls = load_recipe(recipe).Config
+    except (UserError, ImportError):
+        return ()
+    return tuple(getattr(cfg_cls, "report_pooled", ()) or ())
+
+
+def _pooled(key: str, extra: tuple[str, ...]) -> bool:
+    if key.rsplit(".", 1)[-1] in CONFIG_POOLED_LEAVES:
+        return True
+    return any(key == p or key.startswith(p + ".") for p in (*CONFIG_POOLED, *extra))
+
+
+def config_split_fields(results: list[dict[str, Any]], over: tuple[str, ...] = AGGREGATED_OVER,
+                        pooled: tuple[str, ...] = ()) -> list[str]:
+    """Config fields that differ between runs whose rows would be averaged into one table row.
+
+    Why: averaging a row over runs with different settings (say two learning rates) gives a number
+    no run produced. Seeds, names, folds, where a run ran (`CONFIG_POOLED`) and the recipe's declared
+    `pooled` fields are what repeats vary on purpose; a field present in only some runs' configs (one
+    added after older runs were made) is not compared. Fields the rows already separate (e.g. via
+    `--by`) never show up, since their rows do not meet.
+
+    Args:
+        results: results dicts (rows already labelled and filtered).
+        over: row fields that do not separate groups (as in `aggregate`).
+        pooled: further dotted config fields that do not separate groups.
+
+    Returns:
+        Sorted dotted config fields (empty when no row mixes configs).
+
+    Example:
+        >>> runs = [{"config": {"lr": lr, "seed": s}, "rows": [{"m": "kd", "acc": 1.0}]}
+        ...         for lr, s in ((0.1, 0), (0.1, 1), (0.2, 0))]
+        >>> config_split_fields(runs)
+        ['lr']
+    """
+    flats = [_flat(r.get("config") or {}) for r in results]
+    common = set.intersection(*(set(f) for f in flats)) if flats else set()
+    keys = sorted(k for k in common if not _pooled(k, pooled))
+    meets: dict[tuple[tuple[str, Any], ...], set[int]] = defaultdict(set)
+    for i, res in enumerate(results):
+        for row in res.get("rows") or []:
+            meets[tuple((k, v) for k, v in row.items() if k not in over and not _is_number(v))].add(i)
+    differ: set[str] = set()
+    for idx in meets.values():
+        if len(idx) > 1:
+            differ.update(k for k in keys if len({flats[i][k] for i in idx}) > 1)
+    return sorted(differ)
+
+
+def _label(encoded: str) -> str:
+    """A config value as a row label: str() like `--by` labels (a number must not be averaged)."""
+    value = json.loads(encoded)
+    return encoded if isinstance(value, list | dict) else str(value)
+
+
+def _field_error(flag: str, name: str, known: list[str]) -> DataError:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    shown = ", ".join(known)
+    if len(shown) > 160:
+        shown = shown[:157] + "..."
+    return DataError(f"{flag} {name[:60]!r}: no row of these runs has that field — {hint}fields: {shown}")
+
+
+def check_fields(results: list[dict[str, Any]], where: dict[str, set[str]] | None,
+                 columns: list[str] | None) -> None:
+    """Refuse `--where` / `--columns` names no row has, and `--where` values no row takes.
+
+    Why: a typo in a filter otherwise prints an empty table with exit 0, which reads as "no results".
+
+    Args:
+        results: results dicts (rows already labelled by `--by`).
+        where: from `parse_where`.
+        columns: numeric columns asked for.
+
+    Returns:
+        None.
+
+    Raises:
+        DataError: an unknown field or value, with the closest known names.
+
+    Example:
+        >>> check_fields([{"rows": [{"kind": "direct", "acc": 1.0}]}], {"kind": {"direct"}}, ["acc"])
+    """
+    rows = [row for r in results for row in (r.get("rows") or [])]
+    fields = sorted({k for row in rows for k in row})
+    numeric = sorted({k for row in rows for k, v in row.items() if _is_number(v)}
+                     | {k for r in results if not r.get("rows") for k, v in (r.get("metrics") or {}).items()
+                        if _is_number(v)})
+    for key, values in (where or {}).items():
+        if key not in fields:
+            raise _field_error("--where", key, fields)
+        seen = sorted({str(row[key]) for row in rows if key in row})
+        missing = sorted(v for v in values if v not in seen)
+        if missing:
+            close = difflib.get_close_matches(missing[0], seen, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+            shown = ", ".join(seen)
+            shown = shown if len(shown) <= 160 else shown[:157] + "..."
+            raise DataError(f"--where {key}={missing[0][:60]!r}: no row has that value — {hint}values: {shown}")
+    for col in columns or []:
+        if col not in numeric:
+            raise _field_error("--columns", col, numeric)
+
+
 def report_markdown(paths: list[Path], digits: int = 3, where: dict[str, set[str]] | None = None,
                     columns: list[str] | None = None, by: list[str] | None = None) -> str:
     """Aggregated markdown table for several runs, with provenance (run count, seeds, commits).
 
     What `multiteacher report` prints: results are validated (`multiteacher.schema`), labelled by
-    `by`, filtered by `where`, aggregated and narrowed to `columns`.
+    `by`, filtered by `where`, aggregated and narrowed to `columns`. Runs of different recipes are
+    refused; rows that runs with different configs would share are split by the differing config
+    fields (`config_split_fields`), which become leading columns and are named below the table.
 
     Args:
         paths: run directories or results.json files.
@@ -277,17 +440,35 @@ def report_markdown(paths: list[Path], digits: int = 3, where: dict[str, set[str
         Markdown text.
 
     Raises:
-        DataError: a missing or invalid results.json (one line naming the file and fields).
+        DataError: no run at a path, a missing or invalid results.json, runs of several recipes, or an
+            unknown `where` / `columns` field (one line each).
 
     Example:
         >>> print(report_markdown([Path("results/example/s0")]))  # doctest: +SKIP
     """
-    results = filter_rows(label_rows(load_results(paths), by), where)
+    results = load_results(paths)
+    recipes: dict[str, int] = defaultdict(int)
+    for r in results:
+        recipes[str(r.get("recipe"))] += 1
+    if len(recipes) > 1:
+        mix = ", ".join(f"{k}: {n} run(s)" for k, n in sorted(recipes.items()))
+        raise DataError(f"report: these runs come from different recipes ({mix}) — report each recipe separately")
+    results = label_rows(results, by)
+    check_fields(results, where, columns)
+    results = filter_rows(results, where)
+    split = config_split_fields(results, pooled=recipe_pooled_fields(next(iter(recipes), "")))
+    if split:
+        results = [{**r, "rows": [{**{k: _label(f[k]) for k in split}, **row} for row in r.get("rows") or []]}
+                   for r, f in ((r, _flat(r.get("config") or {})) for r in results)]
     table = format_table(select_columns(aggregate(results), columns), digits)
     commits = sorted({r.get("commit", "unknown") for r in results})
     seeds = sorted({r.get("seed") for r in results})
     shown = ", ".join(c[:12] + ("+dirty" if c.endswith("+dirty") else "") for c in commits)
-    return table + f"\nruns: {len(results)}; seeds: {seeds}; commits: {shown}\n"
+    note = ""
+    if split:
+        note = (f"\nconfigs differ in: {', '.join(split)} — rows are split by these fields (the first columns); "
+                "pick one with --where or label with --by\n")
+    return table + note + f"\nruns: {len(results)}; seeds: {seeds}; commits: {shown}\n"
 
 
 def update_readme(readme: Path, marker: str, content: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -119,6 +119,11 @@ class Config(RecipeConfig):
     data: DataConfig = Field(default_factory=DataConfig, description="Training, validation and test sets.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Measures and baselines.")
     export: bool = Field(True, description="Save the student under model/ (loadable by sentence_transformers).")
+
+    #: A sweep over objectives shares its baseline rows (first stage, teachers, the untrained student), which
+    #: do not depend on the objective; student rows carry the objective themselves, so pooling is safe. The
+    #: evaluation batch size changes speed, not scores (padding is masked).
+    report_pooled: ClassVar[tuple[str, ...]] = ("objective", "model.eval_batch_size")
 
     @field_validator("objective", mode="before")
     @classmethod
