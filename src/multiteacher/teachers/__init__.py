@@ -20,6 +20,8 @@ _EXPORTS = {
     "fingerprint_state_dict": "base",
     "fingerprint_module": "base",
     "fingerprint_files": "base",
+    "fingerprint_callable": "base",
+    "file_digest": "base",
     "data_fingerprint": "base",
     "freeze_teacher": "base",
     "MaskedTeacher": "masked",

@@ -21,7 +21,13 @@ from torch import nn
 import multiteacher
 from multiteacher.errors import UserError
 from multiteacher.hooks import get_submodule, mask_output
-from multiteacher.teachers.base import fingerprint_module, fingerprint_obj, fingerprint_state_dict, freeze_teacher
+from multiteacher.teachers.base import (
+    fingerprint_callable,
+    fingerprint_module,
+    fingerprint_obj,
+    fingerprint_state_dict,
+    freeze_teacher,
+)
 
 MaskNetT = Callable[[torch.Tensor], torch.Tensor]
 
@@ -131,4 +137,4 @@ class MaskedTeacher:
 def _fingerprint_masknet(m: MaskNetT) -> str:
     if isinstance(m, nn.Module):
         return fingerprint_obj([f"{type(m).__module__}.{type(m).__qualname__}", fingerprint_state_dict(m.state_dict())])
-    return fingerprint_obj(getattr(m, "__qualname__", repr(m)))
+    return fingerprint_callable(m, "MaskedTeacher: a mask")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from multiteacher.errors import UserError
-from multiteacher.teachers.base import Teacher, fingerprint_obj
+from multiteacher.teachers.base import Teacher, fingerprint_callable, fingerprint_obj
 from multiteacher.teachers.cache import CachedArray, cached_outputs
 
 TEACHER_DIM = 1  # the teacher axis of every stack: (B, K, ...)
@@ -191,7 +191,8 @@ class TeacherPool:
             data_fp: fingerprint of the data (e.g. `data_fingerprint(...)`).
             root: cache directory (default: the user cache dir / ``MULTITEACHER_CACHE``).
             predict_fns: per-teacher overrides of how it is called (e.g. to pick features); the
-                override's qualified name joins the cache key, so it never reuses the plain outputs.
+                override's code (`fingerprint_callable`) joins the cache key, so it never reuses the
+                plain outputs, nor another override's.
             **kwargs: passed on (`shard_size`, `batch_size`, `rank`, `world`, `dtype`, `progress`, ...).
 
         Returns:
@@ -205,7 +206,9 @@ class TeacherPool:
         arrays = {}
         for t in self.teachers:
             fn = predict_fns.get(t.name)
-            fp = t.fingerprint if fn is None else f"{t.fingerprint}:{getattr(fn, '__qualname__', repr(fn))}"
+            fp = t.fingerprint
+            if fn is not None:
+                fp = f"{fp}:{fingerprint_callable(fn, f'predict_fns[{t.name!r}]')}"
             arrays[t.name] = cached_outputs(
                 fn or t.predict, data, ids, teacher_fp=fp, data_fp=data_fp, root=root, **kwargs
             )
