@@ -178,7 +178,7 @@ def _run_cli(tmp: Path, *args: str) -> None:
     raise AssertionError(f"exit code {code}, stderr {err.getvalue()!r}")
 
 
-@case("config-missing-data-dir-mst", r"missing MNIST: .*no-such-dir/mnist does not exist")
+@case("config-missing-data-dir-mst", r"missing (MNIST|FSDD): .*no-such-dir/(mnist|fsdd/recordings) does not exist")
 def _(tmp: Path) -> Any:
     try:
         _run_cli(tmp, "run", str(RECIPES / "mst-avdigits-tiny.yaml"), "--run-dir", str(tmp / "run"),

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from multiteacher.config import quote as _q
 from multiteacher.data.registry import DatasetInfo, register_dataset, require_path
 from multiteacher.errors import DataError
 
@@ -42,8 +43,13 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"missing file: {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{i}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}) — "
+                                "save the file as UTF-8") from None
             line = line.rstrip("\n").rstrip("\r")
             if line.strip():
                 yield i, line
@@ -68,7 +74,10 @@ def read_queries_tsv(path: str | Path) -> dict[str, str]:
         if not sep or not qid.strip():
             raise DataError(f"{path}:{i}: expected 'qid<TAB>text', got {line[:60]!r}")
         if qid.strip() in out:
-            raise DataError(f"{path}:{i}: query id {qid.strip()!r} appears twice — keep one line per query")
+            raise DataError(f"{path}:{i}: query id {qid.strip()[:60]!r} appears twice — keep one line per query")
+        if not text.strip():
+            raise DataError(f"{path}:{i}: query {qid.strip()[:60]!r} has empty text — give it its text or remove "
+                            "the line")
         out[qid.strip()] = text.strip()
     return out
 
@@ -99,9 +108,12 @@ def read_queries_jsonl(path: str | Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for i, obj in _json_lines(Path(path)):
         if not isinstance(obj.get("text"), str):
-            raise DataError(f"{path}:{i}: query {obj['_id']!r} has no string 'text' field")
+            raise DataError(f"{path}:{i}: query {_q(obj['_id'])} has no string 'text' field")
         if str(obj["_id"]) in out:
-            raise DataError(f"{path}:{i}: query id {obj['_id']!r} appears twice — keep one line per query")
+            raise DataError(f"{path}:{i}: query id {str(obj['_id'])[:60]!r} appears twice — keep one line per query")
+        if not obj["text"].strip():
+            raise DataError(f"{path}:{i}: query {str(obj['_id'])[:60]!r} has empty text — give it its text or "
+                            "remove the line")
         out[str(obj["_id"])] = obj["text"]
     return out
 
@@ -144,9 +156,9 @@ def read_corpus_jsonl(path: str | Path, ids: Iterable[str] | None = None) -> dic
         if keep is not None and did not in keep:
             continue
         if not isinstance(obj.get("text"), str):
-            raise DataError(f"{path}:{i}: passage {did!r} has no string 'text' field")
+            raise DataError(f"{path}:{i}: passage {_q(did)} has no string 'text' field")
         if did in out:
-            raise DataError(f"{path}:{i}: passage id {did!r} appears twice — keep one line per passage")
+            raise DataError(f"{path}:{i}: passage id {_q(did)} appears twice — keep one line per passage")
         out[did] = passage_text(obj.get("title"), obj["text"])
     return out
 
@@ -174,12 +186,12 @@ def read_trec_run(path: str | Path) -> Run:
             int(rank)
             value = float(score)
         except ValueError:
-            raise DataError(f"{path}:{i}: rank {rank!r} / score {score!r} is not a number") from None
+            raise DataError(f"{path}:{i}: rank {_q(rank)} / score {_q(score)} is not a number") from None
         if not math.isfinite(value):
-            raise DataError(f"{path}:{i}: score {score!r} is not finite — fix or drop that line")
+            raise DataError(f"{path}:{i}: score {_q(score)} is not finite — fix or drop that line")
         docs = out.setdefault(qid, {})
         if did in docs:
-            raise DataError(f"{path}:{i}: document {did!r} listed twice for query {qid!r}")
+            raise DataError(f"{path}:{i}: document {_q(did)} listed twice for query {_q(qid)}")
         docs[did] = value
     return out
 
@@ -204,7 +216,7 @@ def read_trec_run_ranks(path: str | Path) -> dict[str, dict[str, int]]:
         try:
             out.setdefault(parts[0], {})[parts[2]] = int(parts[3])
         except ValueError:
-            raise DataError(f"{path}:{i}: rank {parts[3]!r} is not an integer") from None
+            raise DataError(f"{path}:{i}: rank {_q(parts[3])} is not an integer") from None
     return out
 
 
@@ -234,7 +246,7 @@ def read_qrels(path: str | Path) -> Qrels:
         try:
             grade = int(float(rel))
         except ValueError:
-            raise DataError(f"{path}:{i}: relevance {rel!r} is not a number") from None
+            raise DataError(f"{path}:{i}: relevance {_q(rel)} is not a number") from None
         docs = out.setdefault(qid, {})
         if did in docs and docs[did] != grade:
             raise DataError(f"{path}:{i}: ({qid}, {did}) judged twice with different grades {docs[did]} and {grade}")
@@ -286,9 +298,9 @@ def read_hofstaetter(path: str | Path) -> list[tuple[float, float, str, str, str
         try:
             row = (float(parts[0]), float(parts[1]), parts[2], parts[3], parts[4])
         except ValueError:
-            raise DataError(f"{path}:{i}: scores {parts[0]!r} / {parts[1]!r} are not numbers") from None
+            raise DataError(f"{path}:{i}: scores {_q(parts[0])} / {_q(parts[1])} are not numbers") from None
         if not (math.isfinite(row[0]) and math.isfinite(row[1])):
-            raise DataError(f"{path}:{i}: scores {parts[0]!r} / {parts[1]!r} are not finite — fix that line")
+            raise DataError(f"{path}:{i}: scores {_q(parts[0])} / {_q(parts[1])} are not finite — fix that line")
         out.append(row)
     return out
 
@@ -311,7 +323,7 @@ def hofstaetter_run(path: str | Path) -> Run:
         for d, sc in ((p, pos_s), (n, neg_s)):
             old = run.setdefault(q, {}).setdefault(d, sc)
             if abs(old - sc) > 1e-4:
-                raise DataError(f"{path}: passage {d!r} of query {q!r} has two scores ({old} and {sc})")
+                raise DataError(f"{path}: passage {_q(d)} of query {_q(q)} has two scores ({old} and {sc})")
     return run
 
 
@@ -520,10 +532,11 @@ class IRData:
             raise DataError(f"{where}: the candidate run has no queries — nothing to re-rank")
         for qid, docs in self.candidates.items():
             if qid not in self.queries:
-                raise DataError(f"{where}: candidate run names query {qid!r} that is not in the queries file")
+                raise DataError(f"{where}: candidate run names query {_q(qid)} that is not in the queries file")
             for did in docs:
                 if did not in self.passages:
-                    raise DataError(f"{where}: candidate {did!r} of query {qid!r} has no passage in the corpus file")
+                    raise DataError(f"{where}: candidate {_q(did)} of query {_q(qid)} has no passage in the corpus "
+                                    "file")
         if self.qrels and not set(self.qrels) & set(self.queries):
             raise DataError(f"{where}: the qrels name none of the {len(self.queries)} queries "
                             "(qrels of another set?) — use the qrels that belong to these queries")
@@ -574,7 +587,7 @@ def load_dir(root: str | Path, name: str | None = None, split: str = "test", can
     cand_file = root / candidates if candidates else root / "bm25.run"
     if not cand_file.is_file():
         if candidates:
-            raise DataError(f"{root}: candidate run {candidates!r} not found")
+            raise DataError(f"{root}: candidate run {_q(candidates)} not found")
         cand_file = run_files[0] if len(run_files) == 1 else None
     if cand_file is not None:
         cand = read_trec_run(cand_file)

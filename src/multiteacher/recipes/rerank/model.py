@@ -21,7 +21,10 @@ from pydantic import Field
 
 from multiteacher.config import StrictModel
 from multiteacher.errors import ConfigError
-from multiteacher.models.pair_scoring import score_pairs  # noqa: F401 — re-exported: the recipe's scoring
+from multiteacher.models.pair_scoring import (
+    clip_texts,
+    score_pairs,  # noqa: F401 — re-exported: the recipe's scoring
+)
 
 ARCHS = ("bert", "roberta", "electra", "deberta-v2", "modernbert")
 IDENTITY = "torch.nn.modules.linear.Identity"
@@ -284,8 +287,8 @@ def encode(tok: Any, queries: Sequence[str], passages: Sequence[str], max_length
         >>> encode(tok, ["q"], ["p"], 32)["input_ids"].shape  # doctest: +SKIP
     """
     return tok(
-        list(queries),
-        list(passages),
+        clip_texts(queries, max_length, "query"),
+        clip_texts(passages, max_length),
         padding=True,
         truncation="longest_first",
         max_length=max_length,

@@ -13,6 +13,7 @@ import torch
 
 from multiteacher.data.ir import IRData
 from multiteacher.errors import ConfigError, DataError
+from multiteacher.models.pair_scoring import clip_texts
 from multiteacher.recipes.rerank.model import encode, forward_scores
 from multiteacher.recipes.rerank.objectives import get_objective
 from multiteacher.recipes.rerank.sampling import Group, build_groups
@@ -95,8 +96,8 @@ def group_lengths(tok: Any, groups: list[Group], lookup: dict[str, IRData], max_
     for i in range(0, len(pairs), chunk):
         part = pairs[i : i + chunk]
         enc = tok(
-            [lookup[q].queries[q] for q, _ in part],
-            [lookup[q].passages[x] for q, x in part],
+            clip_texts([lookup[q].queries[q] for q, _ in part], max_length, "query"),
+            clip_texts([lookup[q].passages[x] for q, x in part], max_length),
             truncation="longest_first",
             max_length=max_length,
             return_attention_mask=False,
