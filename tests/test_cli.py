@@ -58,7 +58,7 @@ def test_run_eval_report_in_process(tmp_path: Path, capsys: pytest.CaptureFixtur
     (["run"], "give a CONFIG"),
     (["run", "--resume", "/nonexistent/run"], "no config.yaml"),
     (["eval", "/nonexistent/run"], "no config.yaml"),
-    (["report", "/nonexistent/run"], "no results.json"),
+    (["report", "/nonexistent/run"], "no results.json|no run here"),
     (["report", TINY, "--readme", "x.md"], "not valid JSON|--marker"),
     (["data", "check", "no-such-set"], "unknown dataset"),
 ])

@@ -91,7 +91,13 @@ def test_bad_run_file_on_resume_leaves_the_run_intact(tmp_path: Path, data_dir: 
     assert r.returncode == -9, r.stderr[-3000:]
     before = sorted(p.relative_to(run) for p in run.rglob("*") if p.name != "run.json")
     bad = _trec_dl_with_bad_run(data_dir, tmp_path / "bad-data")
+    info = (run / "run.json").read_bytes()
+    # another data dir than the run's is refused as such (issue 15) ...
     r = cli("run", "--resume", str(run), "--data-dir", str(bad), cache=cache)
+    assert_user_error(r, r"data dir differs: .* in the run, .*bad-data now .*--allow-changed")
+    assert (run / "run.json").read_bytes() == info
+    # ... and, when allowed, the broken file in it is named
+    r = cli("run", "--resume", str(run), "--data-dir", str(bad), "--allow-changed", cache=cache)
     assert_user_error(r, r"bad-data/trec-dl/dl21/bm25\.run:3: expected 6 fields 'qid Q0 docid rank score tag', got 5")
     assert sorted(p.relative_to(run) for p in run.rglob("*") if p.name != "run.json") == before
     assert not (run / "results.json").exists() and leftover_temp_files(run) == []

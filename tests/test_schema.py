@@ -60,8 +60,12 @@ def test_python_api_run_is_reportable(tmp_path: Path, capsys: pytest.CaptureFixt
     assert ctx.seed == 3 and res.name == "my_script" and res.recipe == "script" and res.sessions == 1
     on_disk = json.loads((run_dir / "results.json").read_text())
     assert RunResults.model_validate(on_disk) == res
-    assert read_run_info(run_dir) == RunInfo(recipe="script", name="my_script", config_hash=res.config_hash,
-                                             sessions=1)
+    info = read_run_info(run_dir)
+    assert info.model_dump(include={"recipe", "name", "config_hash", "sessions"}) == RunInfo(
+        recipe="script", name="my_script", config_hash=res.config_hash, sessions=1).model_dump(
+        include={"recipe", "name", "config_hash", "sessions"})
+    # run.json also remembers what a resume must match: the config, the data and cache directories
+    assert info.config == res.config and info.data_dir == str(tmp_path) and info.cache_dir == str(tmp_path / "cache")
     # metrics.jsonl holds the fit's validations; the last one is the value the script reported
     vals = [r["val/acc"] for r in read_metrics(run_dir / "metrics.jsonl") if "val/acc" in r]
     assert len(vals) == 2 and max(vals) == pytest.approx(res.metrics["acc"])

@@ -29,8 +29,12 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a recipe config")
     r.add_argument("config", nargs="?", help="recipe YAML (optional with --resume)")
-    r.add_argument("--run-dir", help="run directory (default: runs/<name>)")
-    r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
+    r.add_argument("--run-dir", help="run directory (default: runs/<name>, or runs/<name>-s<seed> with --set seed=)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint (its config, "
+                   "data and directories must be unchanged)")
+    r.add_argument("--allow-changed", action="store_true",
+                   help="with --resume: continue although the config, data or directories differ (recorded in "
+                        "run.json)")
     dirs(r)
 
     e = sub.add_parser("eval", help="evaluate a finished run's student (optionally on another data dir)")
@@ -57,14 +61,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from multiteacher.runs import run
+    from multiteacher.errors import ConfigError
+    from multiteacher.runs import default_run_dir, run
 
     resume = args.resume is not None
+    if args.allow_changed and not resume:
+        raise ConfigError("--allow-changed only goes with --resume RUN_DIR")
     run_dir = args.resume if resume else args.run_dir
     results = run(args.config, run_dir=run_dir, overrides=args.overrides, data_dir=args.data_dir,
-                  cache_dir=args.cache_dir, resume=resume)
+                  cache_dir=args.cache_dir, resume=resume, allow_changed=args.allow_changed)
     if os.environ.get("LOCAL_RANK", "0") == "0":
-        shown = Path(run_dir) if run_dir else Path("runs") / results.name
+        shown = Path(run_dir) if run_dir else default_run_dir(results, args.overrides)  # type: ignore[arg-type]
         print(json.dumps(results.metrics, indent=2, sort_keys=True))
         print(f"run directory: {shown}  (report: {shown / 'report.md'})")
     return 0
@@ -72,16 +79,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from multiteacher.data.registry import resolve_cache_dir, resolve_data_dir
-    from multiteacher.errors import ConfigError
+    from multiteacher.errors import ConfigError, DataError
     from multiteacher.io import atomic_write_json
     from multiteacher.recipe_registry import load_recipe
-    from multiteacher.runs import RunContext, load_run_config
-    from multiteacher.schema import EvalRecord, read_run_info, validated
+    from multiteacher.rundir import disk_error, is_disk_error
+    from multiteacher.runs import RunContext, load_run_config, unfinished_reason
+    from multiteacher.schema import EvalRecord, read_results, read_run_info, validated
 
     run_dir = Path(args.run_dir).resolve()
     cfg = load_run_config(run_dir, args.overrides)
     if (run_dir / "run.json").exists():
         read_run_info(run_dir)  # a run directory that does not follow the schema is named here, in one line
+    why = unfinished_reason(run_dir)
+    if why is not None:
+        raise DataError(f"eval {run_dir}: the run has not finished ({why}) — finish it with "
+                        f"`multiteacher run --resume {run_dir}`, then evaluate")
+    read_results(run_dir)  # a finished run's results.json must be valid
     recipe = load_recipe(cfg.recipe)
     if not hasattr(recipe, "evaluate"):
         raise ConfigError(f"recipe {cfg.recipe!r} has no evaluate(); nothing to evaluate in {run_dir}")
@@ -91,7 +104,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tag = hashlib.sha256(f"{data_dir}|{sorted(args.overrides)}".encode()).hexdigest()[:8]
     out = run_dir / "eval" / f"eval-{tag}.json"
     record = {"data_dir": str(data_dir), "overrides": args.overrides, "metrics": metrics}
-    atomic_write_json(out, validated(EvalRecord, record, out))
+    try:
+        atomic_write_json(out, validated(EvalRecord, record, out))
+    except OSError as e:
+        if not is_disk_error(e):
+            raise
+        raise disk_error(e, f"eval: cannot write {out}", "free space or fix permissions, then evaluate again") from None
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +40,6 @@ from multiteacher.config import (
 from multiteacher.engine.setup import make_fabric, rng_state, seed_everything, set_rng_state
 from multiteacher.errors import ConfigError, UserError
 from multiteacher.io import (
-    TMP_MARK,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
@@ -52,6 +50,7 @@ from multiteacher.io import (
 from multiteacher.killpoints import killpoint
 from multiteacher.recipe_registry import load_recipe
 from multiteacher.report import write_run_report
+from multiteacher.rundir import RunDirLock, config_differences, data_fingerprint, disk_error, is_disk_error
 from multiteacher.schema import RunInfo, RunResults, read_run_info, validated
 
 VOLATILE_RESULT_KEYS = ("wall_time_s", "timings", "finished_at", "sessions", "versions", "commit")
@@ -73,6 +72,8 @@ class RunContext:
         config: the run's resolved config (its `seed` seeds every fit).
         fabric: a launched Lightning Fabric (None: one CPU process).
         resumed: whether this session continues a killed run.
+        allow_changed: a resume may change the config or data (`--allow-changed`); a `fit` then
+            continues with a changed FitConfig instead of refusing it.
 
     Example:
         >>> ctx = RunContext.create("runs/my-script", seed=0)  # doctest: +SKIP
@@ -86,11 +87,13 @@ class RunContext:
     config: RecipeConfig
     fabric: Any = None
     resumed: bool = False
+    allow_changed: bool = False
     _log_file: Path = field(init=False)
     _log_handle: Any = field(init=False, default=None, repr=False)  # kept open: one open() per record cost ~70 µs
     _loggers: list[Any] | None = field(init=False, default=None, repr=False)  # built on the first log (rank 0)
     _started: float = field(init=False, default=0.0, repr=False)
     _sessions: int = field(init=False, default=1, repr=False)
+    _lock: RunDirLock | None = field(init=False, default=None, repr=False)  # held by rank 0 for the run's life
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -107,7 +110,7 @@ class RunContext:
     def create(
         cls,
         run_dir: str | os.PathLike[str],
-        seed: int = 0,
+        seed: int | None = None,
         *,
         name: str | None = None,
         recipe: str = "script",
@@ -119,6 +122,7 @@ class RunContext:
         tracking: TrackingConfig | dict[str, bool] | None = None,
         config: RecipeConfig | None = None,
         resume: bool = False,
+        allow_changed: bool = False,
     ) -> RunContext:
         """One call for scripts: run directory, `config.yaml` + `run.json`, Fabric and seeding.
 
@@ -127,7 +131,8 @@ class RunContext:
 
         Args:
             run_dir: the run directory (created; refused if it exists and is not empty, unless `resume`).
-            seed: seeds Python, NumPy and torch (ignored when `config` is given: its seed is used).
+            seed: seeds Python, NumPy and torch (ignored when `config` is given: its seed is used;
+                default 0, or with `resume` the run's own seed).
             name: the run's name (default: the directory's name, made filesystem-safe).
             recipe: what `results.json` names as the recipe (default `"script"`).
             data_dir: data directory (default: `$MULTITEACHER_DATA`, else a user cache dir).
@@ -137,13 +142,18 @@ class RunContext:
             precision: Fabric precision (`32-true`, `bf16-mixed`, ...).
             tracking: loggers to switch on, e.g. `{"tensorboard": True}`.
             config: a full config instead of the arguments above (its seed, name and Fabric settings win).
-            resume: continue an existing run directory (a killed `fit` resumes from its checkpoint).
+            resume: continue an existing run directory (a killed `fit` resumes from its checkpoint);
+                `data_dir` / `cache_dir` default to the run's own.
+            allow_changed: with `resume`, accept a config or data that differ from the run's (recorded
+                in `run.json`'s `changes`).
 
         Returns:
-            A context with Fabric launched and every RNG seeded; call `finish` at the end.
+            A context with Fabric launched and every RNG seeded; call `finish` at the end. The run
+            directory stays locked against other processes until `finish` (or the process ends).
 
         Raises:
-            ConfigError: a non-empty run directory without `resume`, or invalid settings.
+            ConfigError: a non-empty or in-use run directory, a resume whose config or data differ,
+                or invalid settings.
 
         Example:
             >>> ctx = RunContext.create(tmp_path / "run", seed=1)  # doctest: +SKIP
@@ -153,6 +163,10 @@ class RunContext:
         from multiteacher.data.registry import resolve_cache_dir, resolve_data_dir
 
         run_dir = Path(run_dir).expanduser().resolve()
+        if seed is None:
+            seed = 0
+            if resume and (run_dir / "config.yaml").is_file():
+                seed = int(load_yaml(run_dir / "config.yaml").get("seed", 0))
         if config is None:
             import re
 
@@ -166,29 +180,77 @@ class RunContext:
                 where = ".".join(str(p) for p in first["loc"])
                 msg = first["msg"].removeprefix("Value error, ")
                 raise ConfigError(f"RunContext.create: {where or 'arguments'}: {msg}") from None
-        return cls._start(config, run_dir, resolve_data_dir(data_dir), resolve_cache_dir(cache_dir), resume)
+        data, cache = (resume_dirs(run_dir, data_dir, cache_dir) if resume
+                       else (resolve_data_dir(data_dir), resolve_cache_dir(cache_dir)))
+        return cls._start(config, run_dir, data, cache, resume, allow_changed=allow_changed)
 
     @classmethod
     def _start(cls, cfg: RecipeConfig, run_dir: Path, data_dir: Path, cache_dir: Path, resume: bool,
-               fabric: Any = None) -> RunContext:
-        """Fabric, run directory (new or resumed), run.json, seeding: what precedes a recipe's `run`."""
+               fabric: Any = None, allow_changed: bool = False, recipe: Any = None) -> RunContext:
+        """Fabric, run directory (claimed and locked, or resumed and checked), run.json, seeding:
+        what precedes a recipe's `run`."""
         run_dir = Path(run_dir).resolve()
+        data_dir, cache_dir = Path(data_dir).resolve(), Path(cache_dir).resolve()
         if fabric is None:
             fabric = make_fabric(cfg.fabric)
-        if fabric.global_rank == 0:
-            prepare_run_dir(cfg, run_dir, resume)
-            if resume:
-                clean_temp_files(run_dir)
-        fabric.barrier()
-        meta_path = run_dir / "run.json"
-        meta = read_run_info(run_dir).model_dump() if meta_path.exists() else {"sessions": 0}
-        meta.update(recipe=cfg.recipe, name=cfg.name, config_hash=config_hash(cfg), sessions=meta["sessions"] + 1)
-        if fabric.global_rank == 0:
-            atomic_write_json(meta_path, validated(RunInfo, meta, meta_path))
+        lock = RunDirLock(run_dir) if fabric.global_rank == 0 else None
+        try:
+            if lock is not None:
+                prepare_run_dir(cfg, run_dir, resume, lock)
+                if resume:
+                    clean_temp_files(run_dir)
+            fabric.barrier()
+            meta_path = run_dir / "run.json"
+            old = read_run_info(run_dir).model_dump() if meta_path.exists() else {"sessions": 0}
+            now = {"config": config_dict(cfg), "data_dir": str(data_dir), "cache_dir": str(cache_dir),
+                   "data_fingerprint": data_fingerprint(config_dict(cfg), data_dir, (run_dir, cache_dir), recipe, cfg)}
+            meta = dict(old)
+            if resume and old["sessions"]:
+                changes = resume_differences(old, cfg, now)
+                if changes and not allow_changed:
+                    more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
+                    raise ConfigError(f"--resume {run_dir}: {changes[0]}{more} — resume it unchanged, start a new "
+                                      "run, or pass --allow-changed to continue with what differs")
+                if changes:
+                    meta["changes"] = [*old.get("changes", []), {"session": old["sessions"] + 1,
+                                                                   "differences": changes}]
+                    if lock is not None:
+                        atomic_write_text(run_dir / "config.yaml", config_yaml(cfg))
+            meta.update(recipe=cfg.recipe, name=cfg.name, config_hash=config_hash(cfg), sessions=old["sessions"] + 1,
+                        **now)
+            if lock is not None:
+                atomic_write_json(meta_path, validated(RunInfo, meta, meta_path))
+        except BaseException as e:
+            if lock is not None:
+                lock.remove_if_failed() if isinstance(e, UserError | OSError) else lock.release()
+            if isinstance(e, OSError) and is_disk_error(e):
+                raise disk_error(e, f"cannot write run directory {run_dir}",
+                                 "free space / fix permissions, or choose another --run-dir") from None
+            raise
         seed_everything(cfg.seed)
-        ctx = cls(run_dir=run_dir, data_dir=data_dir, cache_dir=cache_dir, config=cfg, fabric=fabric, resumed=resume)
+        ctx = cls(run_dir=run_dir, data_dir=data_dir, cache_dir=cache_dir, config=cfg, fabric=fabric, resumed=resume,
+                  allow_changed=allow_changed)
         ctx._sessions = meta["sessions"]
+        ctx._lock = lock
         return ctx
+
+    def release(self) -> None:
+        """Release the run directory's lock (after `finish`; the process ending releases it too).
+
+        Returns:
+            None.
+
+        Example:
+            >>> ctx.release()  # doctest: +SKIP
+        """
+        if self._lock is not None:
+            self._lock.release()
+
+    def _fail(self) -> bool:
+        """After a failure: remove a new run directory that holds nothing worth keeping; release the lock."""
+        if self._lock is None:
+            return False
+        return self._lock.remove_if_failed() if not self.resumed else (self._lock.release() or False)
 
     # ------------------------------------------------------------------------------ properties
 
@@ -421,6 +483,7 @@ class RunContext:
             if report:
                 write_run_report(self.run_dir)
         self.fabric.barrier()
+        self.release()
         return results
 
 
@@ -500,36 +563,162 @@ def comparable_results(results: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in results.items() if k not in VOLATILE_RESULT_KEYS}
 
 
-def prepare_run_dir(cfg: RecipeConfig, run_dir: Path, resume: bool) -> None:
-    """Create a new run directory (refusing to clobber one) or check a resumed one.
+def prepare_run_dir(cfg: RecipeConfig, run_dir: Path, resume: bool, lock: RunDirLock | None = None) -> None:
+    """Claim a new run directory (atomically; refusing to clobber one) or lock and check a resumed one.
+
+    Why a lock: two processes started into one directory must not both run there, nor delete each
+    other's files; the loser gets one line. The lock is held until `lock.release()` (or the
+    process ends, so a SIGKILLed run can be resumed at once).
 
     Args:
         cfg: the resolved config (saved as `config.yaml` in a new directory).
         run_dir: the run directory.
         resume: check that `run_dir` is a run directory instead of creating one.
+        lock: the lock to take (default: a new one, released again before returning).
 
     Returns:
         None.
 
     Raises:
-        ConfigError: a non-empty directory without `resume`, or no `config.yaml` with it.
+        ConfigError: a non-empty or in-use directory, a file, or (with `resume`) no `config.yaml`.
 
     Example:
         >>> prepare_run_dir(cfg, Path("runs/demo"), resume=False)  # doctest: +SKIP
     """
+    own = lock is None
+    lock = lock or RunDirLock(run_dir)
     cfg_path = run_dir / "config.yaml"
     if resume:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"--resume {run_dir}: that is a file, not a run directory")
         if not cfg_path.exists():
             raise ConfigError(f"--resume {run_dir}: no config.yaml there — not a run directory, or a run killed "
                               f"before it started: start it again with `multiteacher run CONFIG --run-dir {run_dir}`")
-        return
-    if run_dir.is_dir() and all(TMP_MARK in p.name for p in run_dir.iterdir()):
-        clean_temp_files(run_dir)  # killed while writing its first file (config.yaml): it never started
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"run directory {run_dir} already exists and is not empty — "
-                          f"pass --resume {run_dir} to continue it, or choose another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(cfg_path, config_yaml(cfg))
+        lock.acquire(new=False)
+    else:
+        lock.acquire(new=True)
+        try:
+            atomic_write_text(cfg_path, config_yaml(cfg))
+        except BaseException:
+            lock.remove_if_failed()
+            raise
+    if own:
+        lock.release()
+
+
+def resume_dirs(run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None,
+                cache_dir: str | os.PathLike[str] | None) -> tuple[Path, Path]:
+    """The data and cache directories of a resumed run: the given ones, else the ones it started with.
+
+    Why: a resume must read the same data as the start, whatever `$MULTITEACHER_DATA` says now;
+    a different explicit directory is then a difference the resume refuses (unless allowed).
+
+    Args:
+        run_dir: the run directory (its `run.json` holds the original directories).
+        data_dir: an explicit data directory, or None.
+        cache_dir: an explicit cache directory, or None.
+
+    Returns:
+        `(data_dir, cache_dir)`, resolved.
+
+    Example:
+        >>> resume_dirs("runs/demo", None, None)  # doctest: +SKIP
+        (PosixPath('/data'), PosixPath('/cache'))
+    """
+    from multiteacher.data.registry import resolve_cache_dir, resolve_data_dir
+
+    stored: dict[str, Any] = {}
+    if (Path(run_dir) / "run.json").is_file():
+        stored = read_run_info(run_dir).model_dump()
+    data = resolve_data_dir(data_dir) if data_dir or not stored.get("data_dir") else Path(stored["data_dir"])
+    if cache_dir or not stored.get("cache_dir"):
+        cache = resolve_cache_dir(cache_dir)
+    else:
+        cache = Path(stored["cache_dir"])
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise disk_error(e, f"--resume {run_dir}: cannot create the run's cache dir {cache}",
+                             "pass --cache-dir DIR --allow-changed") from None
+    return data, cache
+
+
+def resume_differences(old: dict[str, Any], cfg: RecipeConfig, now: dict[str, Any]) -> list[str]:
+    """What differs between a run's `run.json` and a resume: config fields, data and cache directories, data.
+
+    Args:
+        old: the run's `run.json`.
+        cfg: the config the resume would use (its saved `config.yaml` plus any `--set`).
+        now: the resume's `config`, `data_dir`, `cache_dir` and `data_fingerprint` (as `run.json` stores them).
+
+    Returns:
+        One line per difference (empty: the resume continues the same run).
+
+    Example:
+        >>> resume_differences(read_run_info("runs/demo").model_dump(), cfg, now)  # doctest: +SKIP
+        ["config field 'fit.lr' differs: 0.001 in the run, 0.01 now"]
+    """
+    out: list[str] = []
+    if isinstance(old.get("config"), dict):
+        a = {k: v for k, v in old["config"].items() if k != "tracking"}
+        b = {k: v for k, v in now["config"].items() if k != "tracking"}
+        out += config_differences(a, b)
+    if not out and old.get("config_hash") and old["config_hash"] != config_hash(cfg):
+        out.append(f"the config differs from the one the run started with (config hash {old['config_hash']} in "
+                   f"the run, {config_hash(cfg)} now; config.yaml edited?)")
+    for key, what in (("data_dir", "data dir"), ("cache_dir", "cache dir")):
+        if old.get(key) and Path(old[key]) != Path(now[key]):
+            out.append(f"{what} differs: {old[key]} in the run, {now[key]} now")
+    fp_old, fp_new = old.get("data_fingerprint"), now["data_fingerprint"]
+    if isinstance(fp_old, dict):
+        for key in sorted(set(fp_old) | set(fp_new)):
+            if key not in fp_new:
+                out.append(f"data named by '{key}' is gone from {now['data_dir']}")
+            elif fp_old.get(key) != fp_new[key]:
+                named = "the recipe's data" if key == "recipe" else f"data named by '{key}'"
+                out.append(f"{named} changed since the run started (files added, removed or modified)")
+    return out
+
+
+def unfinished_reason(run_dir: str | os.PathLike[str]) -> str | None:
+    """Why a run directory is not a finished run, in one line (None: `results.json` is there).
+
+    Why: `multiteacher eval` must not score a student from a checkpoint of a fit killed half-way
+    (nor skip what was never trained) as if the run had finished.
+
+    Args:
+        run_dir: the run directory.
+
+    Returns:
+        None for a finished run, else e.g. `"no results.json; fit 'student_kd' stopped at step 120 of 200"`.
+
+    Example:
+        >>> unfinished_reason("runs/killed")  # doctest: +SKIP
+        "no results.json; fit 'student_kd' stopped at step 120 of 200; finished fits: teacher, student_ce"
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / "results.json").is_file():
+        return None
+    parts = ["no results.json"]
+    ck = run_dir / "checkpoints"
+    killed, done = [], []
+    if ck.is_dir():
+        for last in sorted(ck.rglob("last.pt")):
+            name = str(last.parent.relative_to(ck))
+            try:
+                state = torch.load(last, map_location="cpu", weights_only=False)
+                total = (state.get("fit_config") or {}).get("max_steps")
+                of = f" of {total}" if total else ""
+                killed.append(f"fit '{name}' stopped at step {state['state']['step']}{of}")
+            except Exception:  # a torn or foreign file still means "unfinished"
+                killed.append(f"fit '{name}' stopped half-way")
+        done = sorted(str(p.parent.relative_to(ck)) for p in ck.rglob("done.json"))
+    parts += killed
+    if done:
+        parts.append(f"finished fits: {', '.join(done)}")
+    if not killed and not done:
+        parts.append("no fit has finished")
+    return "; ".join(parts)
 
 
 def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> RecipeConfig:
@@ -556,16 +745,21 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> Recipe
 
 
 def execute_run(cfg: RecipeConfig, run_dir: Path, data_dir: Path, cache_dir: Path, resume: bool = False,
-                fabric: Any = None) -> dict[str, Any]:
-    """Run a recipe end to end: run dir, seeding, Fabric, recipe, results.json, report.
+                fabric: Any = None, allow_changed: bool = False) -> dict[str, Any]:
+    """Run a recipe end to end: run dir (claimed and locked), seeding, Fabric, recipe, results.json, report.
+
+    A new run directory that fails with a user error (or a full / read-only disk) before writing
+    any checkpoint is removed; one with checkpoints is kept for `--resume`.
 
     Args:
         cfg: a validated config (its `recipe` names the recipe module).
         run_dir: the run directory.
         data_dir: the data directory the recipe reads.
         cache_dir: where derived data (teacher outputs, renders) go.
-        resume: continue a killed run in `run_dir`.
+        resume: continue a killed run in `run_dir` (its config, data and directories must be the
+            same as at the start, see `resume_differences`).
         fabric: an already launched Fabric (default: built from `cfg.fabric`).
+        allow_changed: with `resume`, continue although the config or data differ (recorded in `run.json`).
 
     Returns:
         The results dict written to `results.json` (follows `multiteacher.schema.RunResults`).
@@ -574,15 +768,26 @@ def execute_run(cfg: RecipeConfig, run_dir: Path, data_dir: Path, cache_dir: Pat
         >>> res = execute_run(load_config("recipes/example-tiny.yaml"), Path("runs/t"), data, cache)  # doctest: +SKIP
     """
     recipe = load_recipe(cfg.recipe)
-    ctx = RunContext._start(cfg, Path(run_dir), data_dir, cache_dir, resume, fabric)
+    ctx = RunContext._start(cfg, Path(run_dir), data_dir, cache_dir, resume, fabric, allow_changed, recipe)
     try:
-        out = recipe.run(cfg, ctx)
+        try:
+            out = recipe.run(cfg, ctx)
+        finally:
+            ctx.close()
+        if not isinstance(out, dict):
+            raise ConfigError(f"recipe {cfg.recipe!r}: run() returned {type(out).__name__}, expected a dict with "
+                              "'metrics' (and optionally 'rows', 'timings')")
+        return ctx._write_results(out)
+    except (UserError, OSError) as e:
+        if isinstance(e, OSError) and not is_disk_error(e):
+            raise
+        removed = ctx._fail()
+        if isinstance(e, OSError):
+            then = "run it again" if removed else f"resume with `multiteacher run --resume {ctx.run_dir}`"
+            raise disk_error(e, f"{e.filename or ctx.run_dir}", f"free space or fix permissions, then {then}") from None
+        raise
     finally:
-        ctx.close()
-    if not isinstance(out, dict):
-        raise ConfigError(f"recipe {cfg.recipe!r}: run() returned {type(out).__name__}, expected a dict with "
-                          "'metrics' (and optionally 'rows', 'timings')")
-    return ctx._write_results(out)
+        ctx.release()
 
 
 def run(
@@ -592,6 +797,7 @@ def run(
     data_dir: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    allow_changed: bool = False,
 ) -> RunResults:
     """Run a recipe config end to end — what `multiteacher run` does — and return its results.
 
@@ -601,18 +807,22 @@ def run(
     Args:
         config: a recipe YAML path or a `RecipeConfig`; may be None with `resume` (the run's saved
             config is used; when given it must equal the saved one).
-        run_dir: the run directory (default `runs/<name>`; required with `resume`).
+        run_dir: the run directory (default `default_run_dir(cfg, overrides)`: `runs/<name>`, or
+            `runs/<name>-s<seed>` when the overrides set `seed`; required with `resume`).
         overrides: `KEY=VALUE` overrides like `--set` (`["fit.lr=1e-3", "seed=2"]`).
-        data_dir: data directory (default: `$MULTITEACHER_DATA`, else a user cache dir).
-        cache_dir: cache directory (default: `$MULTITEACHER_CACHE`, else a user cache dir).
-        resume: continue the killed (or finished) run in `run_dir`.
+        data_dir: data directory (default: `$MULTITEACHER_DATA`, else a user cache dir; on resume the run's own).
+        cache_dir: cache directory (default: `$MULTITEACHER_CACHE`, else a user cache dir; on resume the run's own).
+        resume: continue the killed (or finished) run in `run_dir`; refused when its config, data
+            or directories differ from the start's.
+        allow_changed: with `resume`, continue anyway (what differs is recorded in `run.json`'s `changes`).
 
     Returns:
         The validated `results.json` (`RunResults`; `.metrics`, `.rows`, `.model_dump()`).
 
     Raises:
-        ConfigError / DataError: a bad config, run directory or data; a new run directory that
-            failed this way is removed.
+        ConfigError / DataError: a bad config, run directory or data, a run directory in use by
+            another process, a resume that differs; a new run directory that failed this way
+            before writing a checkpoint is removed.
 
     Example:
         >>> import multiteacher as mt
@@ -636,16 +846,36 @@ def run(
         if given is None:
             raise ConfigError("run: give a CONFIG file (e.g. recipes/example-tiny.yaml) or --resume RUN_DIR")
         cfg = given
-        path = Path(run_dir) if run_dir is not None else Path("runs") / cfg.name
-    data, cache = resolve_data_dir(data_dir), resolve_cache_dir(cache_dir)
-    existed = path.exists()
-    try:
-        results = execute_run(cfg, path, data, cache, resume=resume)
-    except UserError:
-        if not resume and not existed and path.exists() and os.environ.get("LOCAL_RANK", "0") == "0":
-            shutil.rmtree(path, ignore_errors=True)  # leave nothing half-made
-        raise
+        path = Path(run_dir) if run_dir is not None else default_run_dir(cfg, overrides)
+    if resume:
+        data, cache = resume_dirs(path, data_dir, cache_dir)
+    else:
+        data, cache = resolve_data_dir(data_dir), resolve_cache_dir(cache_dir)
+    results = execute_run(cfg, path, data, cache, resume=resume, allow_changed=allow_changed)
     return RunResults.model_validate(results)
+
+
+def default_run_dir(cfg: RecipeConfig, overrides: Sequence[str] = ()) -> Path:
+    """`runs/<name>`, or `runs/<name>-s<seed>` when the overrides set the seed (`--set seed=N`).
+
+    Why: repeats of one config over seeds are usually started side by side
+    (`for s in 0 1 2; do multiteacher run C --set seed=$s & done`); each gets its own directory
+    instead of all but one being refused, while a plain run keeps the documented `runs/<name>`.
+
+    Args:
+        cfg: the resolved config.
+        overrides: the `KEY=VALUE` overrides given.
+
+    Returns:
+        The relative run directory.
+
+    Example:
+        >>> cfg = RecipeConfig(recipe="example", name="demo", seed=2)
+        >>> str(default_run_dir(cfg)), str(default_run_dir(cfg, ["seed=2"]))
+        ('runs/demo', 'runs/demo-s2')
+    """
+    seeded = any(o.split("=", 1)[0].strip() == "seed" for o in overrides)
+    return Path("runs") / (f"{cfg.name}-s{cfg.seed}" if seeded else cfg.name)
 
 
 def _as_config(config: str | os.PathLike[str] | RecipeConfig, overrides: list[str]) -> RecipeConfig:

@@ -28,6 +28,9 @@ class _FileModel(BaseModel):
 class RunInfo(_FileModel):
     """`run.json`: what a run directory holds and how many sessions (start + resumes) it has had.
 
+    A resume compares its config, data and directories with the ones stored here and refuses a
+    difference unless `--allow-changed` is given (then recorded in `changes`).
+
     Example:
         >>> RunInfo(recipe="example", name="demo", config_hash="0123456789abcdef", sessions=1).sessions
         1
@@ -38,6 +41,17 @@ class RunInfo(_FileModel):
     config_hash: str = Field(..., description="Short SHA-256 of the resolved config (`multiteacher.config."
                                               "config_hash`); a resume checks it.")
     sessions: int = Field(..., ge=0, description="Number of sessions that worked on this run (1 + resumes).")
+    config: dict[str, Any] | None = Field(None, description="The resolved config the run started with (a resume "
+                                          "names each field that differs from it).")
+    data_dir: str | None = Field(None, description="The data directory the run reads; a resume without "
+                                                    "`--data-dir` uses it again.")
+    cache_dir: str | None = Field(None, description="The cache directory the run uses; a resume without "
+                                                     "`--cache-dir` uses it again.")
+    data_fingerprint: dict[str, str] | None = Field(None, description="Per data path the config names (and "
+                                                    "`recipe` for a recipe's own `data_fingerprint`): a hash of "
+                                                    "its files' names, sizes and times; a resume checks it.")
+    changes: list[dict[str, Any]] = Field(default_factory=list, description="What `--resume --allow-changed` "
+                                          "accepted: `{session, differences}` per such session.")
 
 
 class RunResults(_FileModel):

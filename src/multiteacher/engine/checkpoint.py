@@ -61,6 +61,7 @@ class FitCheckpoints:
     Args:
         root: the fit's checkpoint folder (e.g. `<run>/checkpoints/<name>`).
         is_main: whether this process writes.
+        fit_config: the FitConfig as a dict, stored in `last.pt` and `done.json` (a later call checks it).
 
     Example:
         >>> import tempfile, pathlib
@@ -71,6 +72,7 @@ class FitCheckpoints:
 
     root: Path
     is_main: bool = True
+    fit_config: dict[str, Any] | None = None
 
     @property
     def done(self) -> Path:
@@ -111,7 +113,24 @@ class FitCheckpoints:
         """
         model.load_state_dict(_load(self.best)["model"])
         set_rng_state(_load(self.rng))
-        return json.loads(self.done.read_text())
+        result = json.loads(self.done.read_text())
+        result.pop("fit_config", None)
+        return result
+
+    def stored_fit_config(self) -> dict[str, Any] | None:
+        """The FitConfig (as a dict) the stored fit was made with: `done.json`'s, else `last.pt`'s.
+
+        Returns:
+            The dict, or None when there is no fit here (or it predates the record).
+
+        Example:
+            >>> # ck.stored_fit_config()["lr"]
+        """
+        if self.finished:
+            return json.loads(self.done.read_text()).get("fit_config")
+        if self.last.exists():
+            return _load(self.last).get("fit_config")
+        return None
 
     def load_last(self) -> dict[str, Any] | None:
         """The resume point, or None when there is none.
@@ -144,7 +163,8 @@ class FitCheckpoints:
         if best:
             save_atomic(self.best, payload, "fit/best_write")
         if resume is not None:
-            save_atomic(self.last, {**payload, **resume, "rng": rng_state()}, "fit/checkpoint_write")
+            extra = {"fit_config": self.fit_config} if self.fit_config is not None else {}
+            save_atomic(self.last, {**payload, **resume, **extra, "rng": rng_state()}, "fit/checkpoint_write")
 
     def load_best_into(self, model: torch.nn.Module) -> bool:
         """Load `best.pt` into `model` if it exists.
@@ -178,5 +198,6 @@ class FitCheckpoints:
         if not self.is_main:
             return
         save_atomic(self.rng, rng_state(), "fit/rng_write")
-        atomic_write_json(self.done, result)
+        extra = {"fit_config": self.fit_config} if self.fit_config is not None else {}
+        atomic_write_json(self.done, {**result, **extra})
         self.last.unlink(missing_ok=True)

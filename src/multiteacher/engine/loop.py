@@ -59,7 +59,9 @@ __all__ = [
     "LengthGroupedBatchSampler",
     "MixtureBatchSampler",
     "build_optimizer",
+    "check_same_fit",
     "fit",
+    "fit_config_record",
     "lr_factor",
 ]
 
@@ -423,6 +425,59 @@ class _Fit:
         return result
 
 
+def fit_config_record(cfg: FitConfig) -> dict[str, Any]:
+    """The FitConfig as `last.pt` / `done.json` store it: every field that can change the result.
+
+    `num_workers` is left out (it changes only how fast batches are loaded).
+
+    Args:
+        cfg: the fit's settings.
+
+    Returns:
+        A JSON-able dict.
+
+    Example:
+        >>> "num_workers" in fit_config_record(FitConfig()), fit_config_record(FitConfig())["lr"]
+        (False, 0.001)
+    """
+    return {k: v for k, v in cfg.model_dump(mode="json").items() if k != "num_workers"}
+
+
+def check_same_fit(ctx: Any, name: str, ckpt: FitCheckpoints) -> None:
+    """Refuse to reuse or continue a fit stored with another FitConfig, in one line naming the field.
+
+    Why: calling `fit` again on a finished (or killed) fit returns (or continues) what is stored;
+    with different settings that would silently mix two trainings. A context with
+    `allow_changed=True` (`--resume --allow-changed`) continues anyway.
+
+    Args:
+        ctx: the run (its `allow_changed`, when it has one).
+        name: the fit's name.
+        ckpt: the fit's files, with the current `fit_config`.
+
+    Returns:
+        None.
+
+    Raises:
+        ConfigError: the stored FitConfig differs.
+
+    Example:
+        >>> # check_same_fit(ctx, "student", FitCheckpoints(root, fit_config=fit_config_record(cfg)))
+    """
+    if getattr(ctx, "allow_changed", False) or ckpt.fit_config is None:
+        return
+    stored = ckpt.stored_fit_config()
+    if stored is None or stored == ckpt.fit_config:
+        return
+    diff = [f"'{k}': {stored.get(k, '<absent>')!r:.60} there, {ckpt.fit_config.get(k, '<absent>')!r:.60} now"
+            for k in sorted(set(stored) | set(ckpt.fit_config), key=str) if stored.get(k) != ckpt.fit_config.get(k)]
+    state = "finished" if ckpt.finished else "partial"
+    more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
+    raise ConfigError(f"fit '{name}': the {state} fit in {ckpt.root} was made with another FitConfig "
+                      f"({diff[0]}{more}) — use the same settings, another run directory / ckpt_dir, or remove "
+                      f"{ckpt.root} to train again")
+
+
 def fit(
     ctx: FitContext,
     name: str,
@@ -470,7 +525,8 @@ def fit(
         >>> #           FitConfig(max_steps=100, batch_size=16))
     """
     root = Path(ckpt_dir) if ckpt_dir is not None else ctx.run_dir / "checkpoints" / name
-    ckpt = FitCheckpoints(root, is_main=ctx.fabric.global_rank == 0)
+    ckpt = FitCheckpoints(root, is_main=ctx.fabric.global_rank == 0, fit_config=fit_config_record(cfg))
+    check_same_fit(ctx, name, ckpt)
     if ckpt.finished:  # finished in an earlier session: reuse, and continue the RNG stream
         return FitResult(**ckpt.load_finished(model))
     run = _Fit(ctx, name, model, train_data, cfg, ckpt, evaluate, collate_fn, params, lengths, sampler)
