@@ -728,7 +728,8 @@ def check(data_dir: Path) -> str:
     """
     images, labels = load_mnist(data_dir)
     recs = list_fsdd(data_dir)
-    read_wav(recs[0].path)
+    for rec in recs:  # every file, not the first: a damaged recording fails here, not mid-run
+        read_wav(rec.path)
     sp = sorted({r.speaker for r in recs})
     # the digits spoken in the recordings found need images; a digit nobody speaks needs none
     missing = sorted({r.digit for r in recs} - set(labels.tolist()))

@@ -22,7 +22,7 @@ import json
 import os
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,11 +86,33 @@ class NpzDir:
         representations: Sequence[str] | None = None,
         frames: Sequence[str] | None = None,
         progress: bool | None = None,
+        classes: Mapping[str, int] | None = None,
     ) -> dict[str, np.ndarray]:
         """Join frames into one memory-mapped ``(N, ...)`` array per representation (cached).
 
-        Default: all representations over the frames they all share. Shapes must agree across
-        frames; a trailing channel of size 1 is dropped (``(H, W, 1)`` -> ``(H, W)``).
+        Default: all representations over the frames they all share. Every file is read and
+        checked before the export is kept: shapes must agree across frames, every representation
+        must have the same height and width (they are maps of one frame), and a representation
+        named in `classes` must hold integer class ids below its class count (`IGNORE` = 255 allowed).
+        A trailing channel of size 1 is dropped (``(H, W, 1)`` -> ``(H, W)``).
+
+        Args:
+            cache_dir: where the joined arrays go.
+            representations: which sub-folders (default: all).
+            frames: which frames (default: those every chosen representation has).
+            progress: show a progress bar.
+            classes: `{representation: number of classes}` for categorical maps.
+
+        Returns:
+            `{representation: memory-mapped (N, ...) array}`.
+
+        Raises:
+            DataError: a missing or unreadable file, or a shape / class id that does not fit (one line
+                naming the file).
+
+        Example:
+            >>> d = NpzDir("dronescapes")  # doctest: +SKIP
+            >>> arrs = d.export("cache", ["rgb", "semantic"], classes={"semantic": 8})  # doctest: +SKIP
         """
         reps = list(representations or self.representations)
         for r in reps:
@@ -100,11 +122,17 @@ class NpzDir:
         frames = list(frames)
         if not frames:
             raise DataError(f"npz dir {self.root}: representations {reps} share no frame — check the file names")
-        key = hashlib.sha256(json.dumps([str(self.root.resolve()), reps, frames, self._stamp(reps, frames)]).encode())
+        classes = dict(classes or {})
+        parts: list[object] = [str(self.root.resolve()), reps, frames, self._stamp(reps, frames)]
+        if classes:  # checked exports are cached apart (an unchecked one never stands in for a checked one)
+            parts.append(sorted(classes.items()))
+        key = hashlib.sha256(json.dumps(parts).encode())
         out_dir = Path(cache_dir) / "npzdir" / key.hexdigest()[:16]
         if not (out_dir / "meta.json").exists():
+            firsts = {r: _squeeze(self.read(r, frames[0])) for r in reps}
+            self._check_same_size(firsts, frames[0])
             for r in tqdm(reps, desc="npz dir", disable=None if progress is None else not progress):
-                first = _squeeze(self.read(r, frames[0]))
+                first = firsts[r]
                 with atomic_open(out_dir / f"{r}.npy", "wb") as f:
                     np.lib.format.write_array_header_1_0(f, {
                         "descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False,
@@ -114,10 +142,52 @@ class NpzDir:
                         if a.shape != first.shape:
                             raise DataError(f"{self.root / r / fr}.npz has shape {a.shape}, but {frames[0]} has "
                                             f"{first.shape}; every frame of {r!r} must have the same shape")
+                        if r in classes:
+                            check_class_ids(a, classes[r], self.root / r / f"{fr}.npz")
                         f.write(np.ascontiguousarray(a, dtype=first.dtype).tobytes())
             atomic_write_json(out_dir / "meta.json", {"root": str(self.root), "representations": reps,
                                                       "frames": frames})
         return {r: np.load(out_dir / f"{r}.npy", mmap_mode="r") for r in reps}
+
+    def check(self, classes: Mapping[str, int] | None = None) -> str:
+        """Read every file of every representation and check it as `export` would (nothing written).
+
+        Args:
+            classes: `{representation: number of classes}` for categorical maps.
+
+        Returns:
+            A one-line summary.
+
+        Raises:
+            DataError: the first unreadable file or mismatching shape / class id.
+
+        Example:
+            >>> NpzDir("dronescapes").check({"semantic": 8})  # doctest: +SKIP
+            '4 representations (depth, normals, rgb, semantic), 120 frames read'
+        """
+        classes = dict(classes or {})
+        firsts: dict[str, np.ndarray] = {}
+        n = 0
+        for r, frames in self._frames.items():
+            for fr in frames:
+                a = _squeeze(self.read(r, fr))
+                n += 1
+                first = firsts.setdefault(r, a)
+                if a.shape != first.shape:
+                    raise DataError(f"{self.root / r / fr}.npz has shape {a.shape}, but {frames[0]} has "
+                                    f"{first.shape}; every frame of {r!r} must have the same shape")
+                if r in classes:
+                    check_class_ids(a, classes[r], self.root / r / f"{fr}.npz")
+        self._check_same_size(firsts, "the first frames")
+        return f"{len(self._frames)} representations ({', '.join(self._frames)}), {n} files read"
+
+    def _check_same_size(self, arrays: Mapping[str, np.ndarray], frame: str) -> None:
+        sizes = {r: tuple(a.shape[:2]) for r, a in arrays.items()}
+        ref = next(iter(sizes))
+        for r, hw in sizes.items():
+            if len(hw) < 2 or hw != sizes[ref]:
+                raise DataError(f"npz dir {self.root}: {r!r} maps are {hw} but {ref!r} maps are {sizes[ref]} "
+                                f"(frame {frame}); every representation must have the same height and width")
 
     def _stamp(self, reps: Sequence[str], frames: Sequence[str]) -> str:
         """Sizes and modification times of the files: a changed dataset never reuses a stale export."""
@@ -127,6 +197,39 @@ class NpzDir:
                 st = (self.root / r / f"{fr}.npz").stat()
                 h.update(f"{st.st_size}:{st.st_mtime_ns};".encode())
         return h.hexdigest()
+
+
+#: A class id that marks an unlabelled pixel in categorical maps (as in the NGC recipe).
+IGNORE = 255
+
+
+def check_class_ids(a: np.ndarray, n_classes: int, path: Path | str) -> None:
+    """Refuse a categorical map that is not integer class ids in `[0, n_classes)` (or `IGNORE`).
+
+    Why: a class id at or above a node's channel count fails deep inside the loss (an index error),
+    long after loading; checked at load, the error names the file.
+
+    Args:
+        a: the map.
+        n_classes: the node's channels.
+        path: the file, for the message.
+
+    Returns:
+        None.
+
+    Raises:
+        DataError: a non-integer map or an id out of range.
+
+    Example:
+        >>> check_class_ids(np.array([[0, 2, 255]]), 3, "x.npz")
+    """
+    if not np.issubdtype(a.dtype, np.integer):
+        raise DataError(f"{path}: a categorical map must hold integer class ids, got dtype {a.dtype} — save it as "
+                        "uint8 / int class ids")
+    bad = a[(a != IGNORE) & ((a < 0) | (a >= n_classes))]
+    if bad.size:
+        raise DataError(f"{path}: class id {int(bad.flat[0])} is not below the node's {n_classes} channels "
+                        f"(valid: 0..{n_classes - 1}, {IGNORE} = ignore) — raise the node's channels or fix the map")
 
 
 def _squeeze(a: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from multiteacher.config import StrictModel
 from multiteacher.data.registry import DatasetInfo, register_dataset
-from multiteacher.errors import ConfigError
+from multiteacher.errors import ConfigError, DataError
 from multiteacher.io import atomic_open, atomic_write_json
 
 GENERATOR_VERSION = 1
@@ -394,12 +394,17 @@ def render_scenes(
 def load_scenes(root: str | os.PathLike[str]) -> SceneArrays:
     """Open a rendered split (memory-mapped arrays)."""
     root = Path(root)
-    meta = json.loads((root / "meta.json").read_text())
-    arrays = {k: np.load(root / f"{k}.npy", mmap_mode="r") for k in (*REPRESENTATIONS, "pose", "scene")}
+    try:
+        meta = json.loads((root / "meta.json").read_bytes().decode("utf-8"))
+        arrays = {k: np.load(root / f"{k}.npy", mmap_mode="r") for k in (*REPRESENTATIONS, "pose", "scene")}
+        intrinsics, classes = np.asarray(meta["intrinsics"], dtype=np.float32), tuple(meta["classes"])
+    except (OSError, ValueError, KeyError, TypeError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DataError(f"rendered scenes in {root} are damaged ({type(e).__name__}: {str(e)[:80]}) — delete that "
+                        "folder and they are rendered again") from None
     return SceneArrays(
         **arrays,
-        intrinsics=np.asarray(meta["intrinsics"], dtype=np.float32),
-        classes=tuple(meta["classes"]),
+        intrinsics=intrinsics,
+        classes=classes,
         path=root,
         extra=meta,
     )
