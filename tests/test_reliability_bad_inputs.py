@@ -9,7 +9,9 @@ generated in `tmp_path`. The CLI turns these errors into exit code 2 with no tra
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import re
 import struct
@@ -174,8 +176,26 @@ def _run_cli(tmp: Path, *args: str) -> None:
     if code == 2:
         line = err.getvalue()
         assert line.startswith("error: ") and line.count("\n") == 1, line
+        assert "Traceback" not in line, line
         raise UserError(line[len("error: "):])
     raise AssertionError(f"exit code {code}, stderr {err.getvalue()!r}")
+
+
+MAX_LINE = 300  # an error line that quotes its input stays readable
+
+
+def _run_recipe(tmp: Path, config: str | Path, *sets: str, data_dir: Path | None = None) -> None:
+    """`multiteacher run CONFIG --run-dir tmp/run [--data-dir D] [--set ...]`: exit 2, and no run dir left."""
+    config = config if Path(config).is_absolute() else RECIPES / config
+    argv = ["run", str(config), "--run-dir", str(tmp / "run")]
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
+    if sets:
+        argv += ["--set", *sets]
+    try:
+        _run_cli(tmp, *argv)
+    finally:
+        assert not (tmp / "run").exists(), "a failed run left its run directory behind"
 
 
 @case("config-missing-data-dir-mst", r"missing (MNIST|FSDD): .*no-such-dir/(mnist|fsdd/recordings) does not exist")
@@ -461,13 +481,276 @@ def _(tmp: Path) -> Any:
                                                                                   ["encoder.layer.9"])
 
 
+# ----------------------------------------------------------------------------- issue 15: more classes
+FIRST_BOUNDED = len(CASES)  # from here on every message is also at most MAX_LINE characters
+# Every case below goes through the real `multiteacher run` / `report` / `data` command where it can
+# (exit 2, one line on stderr of at most MAX_LINE characters, no run directory left behind).
+
+# --- non-finite or absurd numbers that used to pass validation (one mechanism on StrictModel)
+for _name, _recipe, _sets, _pat in [
+    ("num-lr-inf", "example-tiny.yaml", ["teacher_fit.lr=.inf"], r"field 'teacher_fit\.lr' = inf: .*finite number"),
+    ("num-lr-nan", "rerank-trecdl-tiny.yaml", ["fit.lr=.nan"], r"field 'fit\.lr' = nan: .*finite number"),
+    ("num-temperature-inf", "example-tiny.yaml", ["kd.temperature=.inf"],
+     r"field 'kd\.temperature' = inf: .*finite number"),
+    ("num-temperature-nan-mst", "mst-avdigits-tiny.yaml", ["mst.temperature=.nan"],
+     r"field 'mst\.temperature' = nan: .*finite number"),
+    ("num-mask-quantile-nan", "ngc-scenes-tiny.yaml", ["consensus.mask_quantile=.nan"],
+     r"field 'consensus\.mask_quantile' = nan"),
+    ("num-seed-beyond-64-bits", "example-tiny.yaml", ["seed=18446744073709551616"],
+     r"field 'seed' = 18446744073709551616: .*less than or equal to 4294967295"),
+    ("num-seed-beyond-32-bits", "ngc-scenes-tiny.yaml", ["seed=4294967296"], r"field 'seed' = 4294967296"),
+    ("num-batch-size-1e12", "mst-avdigits-tiny.yaml", ["fit.batch_size=1000000000000"],
+     r"field 'fit\.batch_size' = 1000000000000: integer 1000000000000 is out of range"),
+    ("num-resolution-1e6", "ngc-scenes-tiny.yaml", ["data.resolution=1000000"],
+     r"field 'data\.resolution' = 1000000: .*less than or equal to 512"),
+    ("num-max-length-1e12", "rerank-trecdl-tiny.yaml", ["model.max_length=1000000000000"],
+     r"field 'model\.max_length' = 1000000000000: integer .* out of range"),
+    ("num-max-steps-1e15", "ngc-scenes-tiny.yaml", ["edge.max_steps=1000000000000000"],
+     r"field 'edge\.max_steps' = 1000000000000000: integer .* out of range"),
+    ("num-node-scale-inf", "ngc-scenes-tiny.yaml", ["nodes.depth.scale=.inf"],
+     r"field 'nodes\.depth\.scale' = inf: .*finite number"),
+    # an override into a section the file omits merges into the default: the error names the bad value,
+    # not a "missing required field" of a section wiped by the override
+    ("override-merges-into-default-section", "ngc-scenes-tiny.yaml", ["nodes.depth.scale=-2.0"],
+     r"field 'nodes\.depth\.scale' = -2\.0: Input should be greater than 0"),
+]:
+    CASES.append((_name, (lambda r, s: lambda tmp: _run_recipe(tmp, r, *s))(_recipe, _sets), _pat))
+
+
+@case("num-inf-in-the-yaml-file", r"c\.yaml: field 'student_fit\.lr' = inf: .*finite number")
+def _(tmp: Path) -> Any:
+    _run_recipe(tmp, write_yaml(tmp, f"defaults: {RECIPES / 'example-tiny.yaml'}\nstudent_fit: {{lr: .inf}}\n"))
+
+
+# --- YAML: duplicate keys, defaults that is not one path, bounded quotes, non-UTF-8
+@case("yaml-duplicate-top-key", r"c\.yaml: line 4: key 'seed' appears twice in one mapping \(first at line 3\)")
+def _(tmp: Path) -> Any:
+    _run_recipe(tmp, write_yaml(tmp, "recipe: example\nname: x\nseed: 1\nseed: 2\n"))
+
+
+@case("yaml-duplicate-nested-key", r"c\.yaml: line 3: key 'lr' appears twice .*first at line 3")
+def _(tmp: Path) -> Any:
+    _run_recipe(tmp, write_yaml(tmp, "recipe: example\nname: x\nteacher_fit: {lr: 0.1, lr: 0.2}\n"))
+
+
+@case("yaml-defaults-list", r"c\.yaml: 'defaults' = \['a\.yaml', 'b\.yaml'\]: must be one file path")
+def _(tmp: Path) -> Any:
+    _run_recipe(tmp, write_yaml(tmp, "defaults: [a.yaml, b.yaml]\nname: x\n"))
+
+
+@case("yaml-defaults-empty", r"c\.yaml: 'defaults' = None: must be one file path")
+def _(tmp: Path) -> Any:
+    _run_recipe(tmp, write_yaml(tmp, "defaults:\nrecipe: example\nname: x\n"))
+
+
+@case("yaml-defaults-mapping-in-parent", r"mid\.yaml: 'defaults' = \{'file': 'x\.yaml'\}: must be one file path")
+def _(tmp: Path) -> Any:
+    write_yaml(tmp, "defaults: {file: x.yaml}\n", "mid.yaml")
+    _run_recipe(tmp, write_yaml(tmp, "defaults: mid.yaml\nname: x\n"))
+
+
+@case("yaml-non-utf8", r"c\.yaml: line 2: not UTF-8 text \(byte 0xff at offset \d+\)")
+def _(tmp: Path) -> Any:
+    (tmp / "c.yaml").write_bytes(b"recipe: example\nname: caf\xff\n")
+    _run_recipe(tmp, tmp / "c.yaml")
+
+
+@case("yaml-non-utf8-in-parent", r"base\.yaml: line 1: not UTF-8 text \(byte 0xe9")
+def _(tmp: Path) -> Any:
+    (tmp / "base.yaml").write_bytes(b"name: caf\xe9\n")
+    _run_recipe(tmp, write_yaml(tmp, "defaults: base.yaml\nrecipe: example\n"))
+
+
+@case("long-value-is-quoted-short", r"field 'name' = 'a a a.*\.\.\. \(\d+ chars\): String should match pattern")
+def _(tmp: Path) -> Any:
+    _run_recipe(tmp, "example-tiny.yaml", "name=" + "a " * 2500)
+
+
+@case("long-unknown-key-is-quoted-short", r"unknown key 'kkkk.*\.\.\.' — valid keys at top level")
+def _(tmp: Path) -> Any:
+    _run_recipe(tmp, "example-tiny.yaml", "k" * 5000 + "=1")
+
+
+@case("long-set-without-equals-is-quoted-short", r"--set 'zzzz.*\.\.\. \(5002 chars\): expected KEY=VALUE")
+def _(tmp: Path) -> Any:
+    _run_recipe(tmp, "example-tiny.yaml", "z" * 5000)
+
+
+@case("long-literal-is-quoted-short", r"field 'directions\.0' = 'sss.*\.\.\. \(\d+ chars\): Input should be")
+def _(tmp: Path) -> Any:
+    _run_recipe(tmp, "mst-avdigits-tiny.yaml", "directions=[" + "s" * 3000 + "]")
+
+
+# --- IR data files: non-UTF-8 bytes and empty query texts, through a real rerank run
+def _trec(tmp: Path, **bad: Any) -> Path:
+    """data/trec-dl/{dl21,dl19} small sets and a validation list; `bad` replaces files of dl19 (bytes or str)."""
+    root = tmp / "data" / "trec-dl"
+    write_ir(root / "dl21")
+    write_ir(root / "dl19")
+    for name, content in bad.items():
+        path = root / "dl19" / name.replace("_", ".")
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    (tmp / "val.txt").write_text("trec-dl/dl21 q1\n")
+    return tmp / "data"
+
+
+def _rerank_data(**bad: Any) -> Callable[[Path], Any]:
+    def fn(tmp: Path) -> Any:
+        _run_recipe(tmp, "rerank-trecdl-tiny.yaml", f"data.val_queries={tmp / 'val.txt'}",
+                    data_dir=_trec(tmp, **bad))
+    return fn
+
+
+CASES += [
+    ("ir-queries-non-utf8", _rerank_data(queries_tsv=b"q1\tfirst \xff query\nq2\tsecond\n"),
+     r"dl19/queries\.tsv:1: not UTF-8 text \(byte 0xff at column 10\)"),
+    ("ir-corpus-non-utf8", _rerank_data(corpus_jsonl=b'{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": "\xc3("}\n'),
+     r"dl19/corpus\.jsonl:2: not UTF-8 text \(byte 0xc3"),
+    ("ir-run-non-utf8", _rerank_data(bm25_run=b"q1 Q0 d1 1 2.0 bm25\nq2 Q0 d1 1 3.0 bm\xfe25\n"),
+     r"dl19/bm25\.run:2: not UTF-8 text \(byte 0xfe"),
+    ("ir-qrels-non-utf8", _rerank_data(qrels_txt=b"q1 0 d1 1\n\x80q2 0 d1 0\n"),
+     r"dl19/qrels\.txt:2: not UTF-8 text \(byte 0x80 at column 1\)"),
+    ("ir-empty-query-text", _rerank_data(queries_tsv="q1\tfirst query\nq2\t   \n"),
+     r"dl19/queries\.tsv:2: query 'q2' has empty text"),
+    ("ir-long-query-id-is-quoted-short", _rerank_data(queries_tsv="Q" * 4000 + "\ta\n" + "Q" * 4000 + "\tb\n"),
+     r"dl19/queries\.tsv:2: query id 'QQQ+' appears twice"),
+]
+
+
+@case("ir-empty-query-text-jsonl", r"queries\.jsonl:2: query 'q2' has empty text")
+def _(tmp: Path) -> Any:
+    from multiteacher.data.ir import read_queries_jsonl
+
+    (tmp / "queries.jsonl").write_text('{"_id": "q1", "text": "a"}\n{"_id": "q2", "text": ""}\n')
+    return read_queries_jsonl(tmp / "queries.jsonl")
+
+
+@case("val-list-non-utf8", r"val\.txt: line 2: not UTF-8 text")
+def _(tmp: Path) -> Any:
+    data = _trec(tmp)
+    (tmp / "val.txt").write_bytes(b"trec-dl/dl21 q1\ntrec-dl/dl21 q\xff\n")
+    _run_recipe(tmp, "rerank-trecdl-tiny.yaml", f"data.val_queries={tmp / 'val.txt'}", data_dir=data)
+
+
+# --- shapes that do not fit the recipe, through a real NGC run on an npz folder
+def _npz_folder(tmp: Path, shape: dict[str, tuple[int, ...]] | None = None, semantic: Any = None,
+                n: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    shapes = {"rgb": (16, 16, 3), "depth": (16, 16), "normals": (16, 16, 3), "semantic": (16, 16),
+              "height": (16, 16), **(shape or {})}
+    for i in range(n):
+        for rep, shp in shapes.items():
+            (tmp / "d" / rep).mkdir(parents=True, exist_ok=True)
+            if rep == "rgb":
+                arr = rng.integers(0, 256, shp, dtype=np.uint8)
+            elif rep == "semantic":
+                arr = np.full(shp, 1, np.uint8) if semantic is None or i != n - 1 else semantic(shp)
+            else:
+                arr = rng.random(shp, dtype=np.float32)
+            np.savez(tmp / "d" / rep / f"{i:05d}.npz", arr)
+    return tmp / "d"
+
+
+def _ngc_npz(**kw: Any) -> Callable[[Path], Any]:
+    def fn(tmp: Path) -> Any:
+        _run_recipe(tmp, "ngc-scenes-tiny.yaml", f"npz.root={_npz_folder(tmp, **kw)}", "npz.group=1",
+                    "npz.test_every=2")
+    return fn
+
+
+CASES += [
+    ("npz-maps-of-different-resolutions", _ngc_npz(shape={"depth": (8, 8)}),
+     r"maps are \(16, 16\) but 'depth' maps are \(8, 8\) \(frame 00000\); every representation must have the same"),
+    ("npz-class-id-beyond-channels", _ngc_npz(semantic=lambda s: np.full(s, 40, np.uint8)),
+     r"semantic/00005\.npz: class id 40 is not below the node's 9 channels"),
+    ("npz-negative-class-id", _ngc_npz(semantic=lambda s: np.full(s, -1, np.int16)),
+     r"semantic/00005\.npz: class id -1 is not below"),
+    ("npz-float-class-map", _ngc_npz(semantic=lambda s: np.full(s, 0.5, np.float32)),
+     r"semantic/00005\.npz: a categorical map must hold integer class ids, got dtype float32"),
+    ("npz-image-of-another-size", _ngc_npz(shape={"rgb": (16, 20, 3)}),
+     r"'rgb' maps are \(16, 20\)"),
+]
+
+
+@case("npz-check-reads-the-last-file", r"normals/00003\.npz has shape \(4, 4, 3\), but 00000 has \(8, 8, 3\)")
+def _(tmp: Path) -> Any:
+    from multiteacher.data.npzdir import NpzDir
+
+    for i in range(4):
+        (tmp / "d" / "normals").mkdir(parents=True, exist_ok=True)
+        np.savez(tmp / "d" / "normals" / f"{i:05d}.npz", np.zeros((4, 4, 3) if i == 3 else (8, 8, 3), np.float32))
+    return NpzDir(tmp / "d").check()
+
+
+@case("scenes-cache-meta-non-utf8", r"rendered scenes in .*split are damaged \(UnicodeDecodeError.*delete that folder")
+def _(tmp: Path) -> Any:
+    from multiteacher.data.scenes import load_scenes
+
+    (tmp / "split").mkdir()
+    (tmp / "split" / "meta.json").write_bytes(b'{"classes": ["\xff"]}')
+    return load_scenes(tmp / "split")
+
+
+@case("data-check-reads-every-recording", r"1 dataset\(s\) failed the check in .*data")
+def _(tmp: Path) -> Any:
+    write_mnist(tmp / "data")
+    for i, sp in enumerate(("a", "b", "c")):
+        write_wav(tmp / "data" / "fsdd" / "recordings" / f"{i}_{sp}_0.wav")
+    write_wav(tmp / "data" / "fsdd" / "recordings" / "9_c_9.wav", keep_bytes=30)  # sorted last: a damaged one
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            _run_cli(tmp, "data", "check", "avdigits", "--data-dir", str(tmp / "data"))
+        finally:
+            assert "9_c_9.wav: not a readable wav file" in out.getvalue(), out.getvalue()
+
+
+# --- report: what should not be mixed, unknown fields, no run
+def _results(tmp: Path, name: str, recipe: str = "ngc") -> Path:
+    d = tmp / name
+    d.mkdir()
+    (d / "results.json").write_text(json.dumps({
+        "recipe": recipe, "name": name, "seed": 0, "config_hash": "h", "commit": "c", "config": {},
+        "metrics": {}, "rows": [{"kind": "direct", "rmse": 1.0}]}))
+    return d
+
+
+@case("report-mixed-recipes", r"report: these runs come from different recipes \(mst: 1 run\(s\), ngc: 1 run\(s\)\)")
+def _(tmp: Path) -> Any:
+    _run_cli(tmp, "report", str(_results(tmp, "a")), str(_results(tmp, "b", "mst")))
+
+
+@case("report-unknown-where-field", r"--where 'knid': no row of these runs has that field — did you mean 'kind'")
+def _(tmp: Path) -> Any:
+    _run_cli(tmp, "report", str(_results(tmp, "a")), "--where", "knid=direct")
+
+
+@case("report-unknown-column", r"--columns 'rmsd': no row .* did you mean 'rmse'")
+def _(tmp: Path) -> Any:
+    _run_cli(tmp, "report", str(_results(tmp, "a")), "--columns", "rmsd")
+
+
+@case("report-empty-dir", r"no run here: .*empty \(no results\.json, run\.json or config\.yaml in it\)")
+def _(tmp: Path) -> Any:
+    (tmp / "empty").mkdir()
+    _run_cli(tmp, "report", str(tmp / "empty"))
+
+
+@case("report-missing-path", r"no run here: .*nowhere \(no such file or directory\)")
+def _(tmp: Path) -> Any:
+    _run_cli(tmp, "report", str(tmp / "nowhere"))
+
+
 # ----------------------------------------------------------------------------- the test
+BOUNDED = {c[1] for c in CASES[FIRST_BOUNDED:]}
+
 
 
 def test_corpus_is_large_enough() -> None:
     names = [c[0] for c in CASES]
     assert len(names) == len(set(names)), "case names must be unique"
     assert len(CASES) >= 30
+    assert len(CASES) - FIRST_BOUNDED >= 30  # issue 15: at least 30 new cases, each through the bounded checks
 
 
 @pytest.mark.parametrize("fn,pattern", [pytest.param(fn, pat, id=name) for name, fn, pat in CASES])
@@ -480,5 +763,7 @@ def test_bad_input_is_one_clear_line(fn: Callable[[Path], Any], pattern: str, tm
         fn(tmp_path)
     msg = str(info.value)
     assert "\n" not in msg and msg.strip() == msg and msg
+    if fn in BOUNDED:
+        assert len(msg) <= MAX_LINE, f"{len(msg)} characters: {msg[:400]}"
     assert re.search(pattern, msg), f"message does not match {pattern!r}:\n{msg}"
     assert "Traceback" not in msg

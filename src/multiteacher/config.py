@@ -240,9 +240,9 @@ def _load_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"{path}:{where} is not valid YAML ({problem}) — fix the syntax") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys to values")
-    parent = data.pop("defaults", None)
-    if parent is None:
+    if "defaults" not in data:
         return data
+    parent = data.pop("defaults")
     if not isinstance(parent, str) or not parent.strip():
         raise ConfigError(f"{path}: 'defaults' = {quote(parent, 40)}: must be one file path (e.g. `defaults: "
                           "base.yaml`, relative to this file)")
@@ -487,7 +487,8 @@ def _format_validation_error(err: ValidationError, model_cls: type[BaseModel], s
         hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         where = ".".join(loc[:-1]) or "top level"
         return (
-            f"{source}: unknown key '{_cut(dotted)}' — {hint} valid keys at {where}: {', '.join(valid)}{more}"
+            f"{source}: unknown key '{_cut(dotted)}' — {hint} valid keys at {where}: "
+            f"{_cut(', '.join(valid), 160)}{more}"
         ).replace("—  valid", "— valid")
     if first["type"] == "missing":
         return f"{source}: missing required field '{_cut(dotted)}' — add it to the config{more}"

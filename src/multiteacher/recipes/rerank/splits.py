@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from multiteacher.config import quote, read_utf8
 from multiteacher.data.ir import IRData, load_ir, trec_dl_dir
 from multiteacher.errors import ConfigError, DataError
 
@@ -28,15 +29,15 @@ def read_val_list(path: str) -> list[tuple[str, str]]:
     if not p.is_absolute() and not p.exists():
         p = REPO / path
     if not p.is_file():
-        raise ConfigError(f"data.val_queries = {path!r}: file not found (lines 'trec-dl/dl21 <qid>')")
+        raise ConfigError(f"data.val_queries = {quote(path)}: file not found (lines 'trec-dl/dl21 <qid>')")
     out = []
-    for i, line in enumerate(p.read_text().splitlines(), 1):
+    for i, line in enumerate(read_utf8(p, DataError).splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         parts = line.split()
         if len(parts) != 2:
-            raise DataError(f"{p}:{i}: expected 'set qid', got {line!r}")
+            raise DataError(f"{p}:{i}: expected 'set qid', got {quote(line)}")
         out.append((norm_set(parts[0]), parts[1]))
     return out
 
