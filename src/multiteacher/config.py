@@ -187,8 +187,9 @@ class RecipeConfig(StrictModel):
                                          "module path that declares `Config` and `run` (e.g. mypkg.my_recipe).")
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$",
                       description="Run name: the default run directory is `runs/<name>`.")
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for Python, NumPy and torch (0 to 2**32-1); runs "
-                                                        "differing only in it are aggregated as repeats.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, json_schema_extra={"unbounded": True},  # its own bound: 32 bits
+                      description="Seed for Python, NumPy and torch (0 to 2**32-1); runs differing only in it are "
+                                  "aggregated as repeats.")
     fabric: FabricConfig = Field(FabricConfig(), description="Lightning Fabric settings (devices, strategy, "
                                                              "precision).")
     tracking: TrackingConfig = Field(TrackingConfig(), description="Experiment loggers that also receive the "
