@@ -736,6 +736,13 @@ def _(tmp: Path) -> Any:
     _run_cli(tmp, "report", str(tmp / "empty"))
 
 
+@case("report-results-non-utf8", r"badres: results\.json is not UTF-8 text \(byte 0xff at offset 10\)")
+def _(tmp: Path) -> Any:
+    (tmp / "badres").mkdir()
+    (tmp / "badres" / "results.json").write_bytes(b'{"name": "\xff"}')
+    _run_cli(tmp, "report", str(tmp / "badres"))
+
+
 @case("report-missing-path", r"no run here: .*nowhere \(no such file or directory\)")
 def _(tmp: Path) -> Any:
     _run_cli(tmp, "report", str(tmp / "nowhere"))

@@ -56,9 +56,15 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
         >>> [r["name"] for r in load_results([Path("results/example/s0")])]  # doctest: +SKIP
         ['example-s0']
     """
+    out = []
     for p in paths:
         _check_is_run(Path(p))
-    return [read_results(p).model_dump() for p in paths]
+        try:
+            out.append(read_results(p).model_dump())
+        except UnicodeDecodeError as e:  # schema reads text; a damaged file is one line, not a traceback
+            raise DataError(f"{p}: results.json is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                            f"{e.start}) — the file is damaged; re-run or restore it") from None
+    return out
 
 
 def _check_is_run(path: Path) -> None:
