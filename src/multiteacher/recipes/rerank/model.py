@@ -41,11 +41,12 @@ class RandomModelConfig(StrictModel):
     arch: Literal["bert", "roberta", "electra", "deberta-v2", "modernbert"] = Field(
         "bert", description="Encoder architecture (HF config class) of the random model."
     )
-    hidden: int = Field(32, ge=8, description="Hidden width.")
-    layers: int = Field(2, ge=1, description="Encoder layers.")
-    heads: int = Field(2, ge=1, description="Attention heads (must divide `hidden`).")
-    intermediate: int = Field(64, ge=8, description="Feed-forward width.")
-    vocab_size: int = Field(2000, ge=200, description="WordPiece vocabulary size, built from the run's texts.")
+    hidden: int = Field(32, ge=8, le=4096, description="Hidden width.")
+    layers: int = Field(2, ge=1, le=64, description="Encoder layers.")
+    heads: int = Field(2, ge=1, le=64, description="Attention heads (must divide `hidden`).")
+    intermediate: int = Field(64, ge=8, le=16384, description="Feed-forward width.")
+    vocab_size: int = Field(2000, ge=200, le=500_000,
+                            description="WordPiece vocabulary size, built from the run's texts.")
 
 
 class ModelConfig(StrictModel):
@@ -63,9 +64,11 @@ class ModelConfig(StrictModel):
         None, description="Set to build a tiny random model instead of loading `name` (tests, tiny recipes)."
     )
     keep_layers: int | None = Field(None, ge=1, description="Keep only the first N encoder layers (CPU speed).")
-    max_length: int = Field(256, ge=16, description="Tokens per (query, passage) pair, truncation longest-first.")
+    max_length: int = Field(256, ge=16, le=8192, description="Tokens per (query, passage) pair, truncation "
+                                                              "longest-first (encoders take at most 8192).")
     eval_batch_size: int = Field(
-        16, ge=1, description="Pairs per batch when re-ranking; small batches pad less (on CPU 8-16 is fastest)."
+        16, ge=1, le=65536,
+        description="Pairs per batch when re-ranking; small batches pad less (on CPU 8-16 is fastest)."
     )
     eval_backend: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="Re-ranking backend; `auto`: ONNX Runtime on CPU when installed, else PyTorch."

@@ -33,15 +33,16 @@ class SamplingConfig(StrictModel):
     """
 
     groups_per_query: int = Field(64, ge=1, description="Training groups drawn per training query.")
-    bce_negatives: int = Field(1, ge=1, description="BCE: negatives per positive (1 positive : k negatives).")
-    infonce_negatives: int = Field(7, ge=1, description="InfoNCE: negatives per positive.")
+    bce_negatives: int = Field(1, ge=1, le=1000, description="BCE: negatives per positive (1 positive : k negatives).")
+    infonce_negatives: int = Field(7, ge=1, le=1000, description="InfoNCE: negatives per positive.")
     pos_min_rel: int = Field(2, description="Qrels objectives: a passage judged >= this is a positive.")
     neg_max_rel: int = Field(0, description="Qrels objectives: a negative is judged <= this, or unjudged.")
     pos_top: int = Field(10, ge=1, description="MarginMSE: the first passage comes from the teacher's top-k.")
-    list_size: int = Field(8, ge=2, description="Listwise objectives: passages per group.")
+    list_size: int = Field(8, ge=2, le=1000, description="Listwise objectives: passages per group.")
     list_from_top: int = Field(100, ge=2, description="Listwise objectives: draw from the teacher's top-k.")
     pairs_per_batch: int | None = Field(
-        None, ge=1, description="If set, fit.batch_size = this // group size (equal pairs per step across objectives)."
+        None, ge=1, le=65536,
+        description="If set, fit.batch_size = this // group size (equal pairs per step across objectives)."
     )
 
 

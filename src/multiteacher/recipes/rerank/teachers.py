@@ -46,8 +46,8 @@ class TeacherSpec(StrictModel):
     file: str | None = Field(None, description="run / scores: file name inside the set's folder, or a path.")
     by: Literal["score", "rank"] = Field("score", description="run: use the score column, or minus the rank.")
     path: str | None = Field(None, description="biencoder / crossencoder: model folder or hub name.")
-    max_length: int = Field(256, ge=8, description="biencoder / crossencoder: tokens per text (pair).")
-    batch_size: int = Field(64, ge=1, description="biencoder / crossencoder: pairs per forward pass.")
+    max_length: int = Field(256, ge=8, le=8192, description="biencoder / crossencoder: tokens per text (pair).")
+    batch_size: int = Field(64, ge=1, le=65536, description="biencoder / crossencoder: pairs per forward pass.")
     weight: float = Field(1.0, ge=0, description="Weight in the fused teacher (unless tune_weights).")
 
     @model_validator(mode="after")
