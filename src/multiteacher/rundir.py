@@ -115,8 +115,13 @@ class RunDirLock:
             raise ConfigError(f"run directory {d} is an existing file, not a directory — choose another --run-dir")
         if new:
             self._make()
+        lock_made = False
         try:
-            fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                lock_made = True
+            except FileExistsError:
+                fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ConfigError(f"run directory {d} was removed by another process while this one started — "
                               "run again") from None
@@ -137,6 +142,9 @@ class RunDirLock:
             os.write(fd, f"{os.getpid()}\n".encode())
         others = [p for p in d.iterdir() if p.name != LOCK_NAME and TMP_MARK not in p.name]
         if others:
+            if lock_made and not self.created:
+                with contextlib.suppress(OSError):
+                    (d / LOCK_NAME).unlink()  # leave a directory that is not ours as it was
             self.release()
             raise ConfigError(f"run directory {d} already exists and is not empty — pass --resume {d} to "
                               "continue it, or choose another --run-dir")

@@ -224,8 +224,9 @@ class RunContext:
             if lock is not None:
                 lock.remove_if_failed() if isinstance(e, UserError | OSError) else lock.release()
             if isinstance(e, OSError) and is_disk_error(e):
+                then = f"resume with `multiteacher run --resume {run_dir}`" if resume else "run it again"
                 raise disk_error(e, f"cannot write run directory {run_dir}",
-                                 "free space / fix permissions, or choose another --run-dir") from None
+                                 f"free space or fix permissions, then {then} (or choose another --run-dir)") from None
             raise
         seed_everything(cfg.seed)
         ctx = cls(run_dir=run_dir, data_dir=data_dir, cache_dir=cache_dir, config=cfg, fabric=fabric, resumed=resume,
@@ -738,6 +739,9 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> Recipe
         >>> load_run_config(Path("results/example/s0")).seed  # doctest: +SKIP
         0
     """
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise ConfigError(f"{run_dir}: that is a file, not a run directory — pass a run directory made by "
+                          "`multiteacher run`")
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise ConfigError(f"{run_dir}: no config.yaml — pass a run directory made by `multiteacher run`")

@@ -115,6 +115,7 @@ class FitCheckpoints:
         set_rng_state(_load(self.rng))
         result = json.loads(self.done.read_text())
         result.pop("fit_config", None)
+        result.pop("fit_config_before", None)
         return result
 
     def stored_fit_config(self) -> dict[str, Any] | None:
@@ -131,6 +132,26 @@ class FitCheckpoints:
         if self.last.exists():
             return _load(self.last).get("fit_config")
         return None
+
+    def accept_fit_config(self, before: dict[str, Any]) -> None:
+        """Record that a changed FitConfig was accepted (`--allow-changed`): `done.json` takes the new one.
+
+        The settings it was trained with stay in `fit_config_before`; a partial fit's `last.pt`
+        takes the new settings at its next checkpoint.
+
+        Args:
+            before: the stored FitConfig that was replaced.
+
+        Returns:
+            None.
+
+        Example:
+            >>> # ck.accept_fit_config(ck.stored_fit_config())
+        """
+        if self.is_main and self.finished and self.fit_config is not None:
+            done = json.loads(self.done.read_text())
+            done.setdefault("fit_config_before", before)
+            atomic_write_json(self.done, {**done, "fit_config": self.fit_config})
 
     def load_last(self) -> dict[str, Any] | None:
         """The resume point, or None when there is none.

@@ -464,10 +464,13 @@ def check_same_fit(ctx: Any, name: str, ckpt: FitCheckpoints) -> None:
     Example:
         >>> # check_same_fit(ctx, "student", FitCheckpoints(root, fit_config=fit_config_record(cfg)))
     """
-    if getattr(ctx, "allow_changed", False) or ckpt.fit_config is None:
+    if ckpt.fit_config is None:
         return
     stored = ckpt.stored_fit_config()
     if stored is None or stored == ckpt.fit_config:
+        return
+    if getattr(ctx, "allow_changed", False):
+        ckpt.accept_fit_config(stored)  # accepted once: later plain resumes take the new settings as the fit's
         return
     diff = [f"'{k}': {stored.get(k, '<absent>')!r:.60} there, {ckpt.fit_config.get(k, '<absent>')!r:.60} now"
             for k in sorted(set(stored) | set(ckpt.fit_config), key=str) if stored.get(k) != ckpt.fit_config.get(k)]
