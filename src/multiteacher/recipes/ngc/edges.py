@@ -6,12 +6,15 @@ the engine's fit loop (`multiteacher.engine.loop.fit` with a `LocalContext`, so 
 worker process with pinned threads): batches draw a fixed labelled share with replacement
 (`MixtureBatchSampler`, seeded by the job's seed). Then it writes its predictions for every
 training and test frame (float16 for continuous nodes, probabilities x 255 as uint8 for categorical
-nodes) and finally its checkpoint — all atomically. A job whose checkpoint and predictions exist is
-skipped, so a killed generation resumes edge by edge; within an edge, the fit's resume point
-(``<ckpt>.fit/last.pt``, every ``edge.ckpt_every`` steps: weights, optimiser, schedule, sampler
-position and RNG states) lets a killed job continue mid-edge and end with the same weights, bit for
-bit on CPU. Kill points: ``fit/step`` (each step), ``fit/checkpoint_write``, ``fit/done``,
-``ngc/edge_trained`` (after the fit, before predictions).
+nodes) and finally its checkpoint — all atomically. Every work file (predictions here, pseudo-labels
+and masks in `pipeline`) gets a checksum sidecar ``<file>.json`` (SHA-256 hashed while writing, size,
+shape, dtype; written after the file), and is verified before use (`verify_npy`). A job whose
+checkpoint exists and whose predictions verify is skipped, so a killed generation resumes edge by
+edge; predictions that are missing or damaged are written again from the checkpoint. Within an
+edge, the fit's resume point (``<ckpt>.fit/last.pt``, every ``edge.ckpt_every`` steps: weights,
+optimiser, schedule, sampler position and RNG states) lets a killed job continue mid-edge and end
+with the same weights, bit for bit on CPU. Kill points: ``fit/step`` (each step),
+``fit/checkpoint_write``, ``fit/done``, ``ngc/edge_trained`` (after the fit, before predictions).
 
 Array layouts: ``label`` arrays are frames-first and channels-last, as the data gives them
 (``(N, H, W)`` or ``(N, H, W, C)``; categorical as class indices, 255 = ignore; continuous NaN =
@@ -21,6 +24,8 @@ ignore); ``pred`` arrays are edge outputs ``(N, C, H, W)`` in physical units.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -36,15 +41,86 @@ from torch.utils.data import Dataset
 from multiteacher.engine.context import LocalContext
 from multiteacher.engine.loop import FitState, fit
 from multiteacher.engine.sampling import MixtureBatchSampler
-from multiteacher.io import atomic_open, atomic_torch_save
+from multiteacher.errors import DataError
+from multiteacher.io import atomic_open, atomic_torch_save, atomic_write_json, sha256_file
 from multiteacher.killpoints import killpoint
 from multiteacher.models.unet import UNet
 from multiteacher.recipes.ngc.config import EdgeFitConfig
 
 IGNORE = 255
 
-__all__ = ["IGNORE", "EdgeFrames", "done", "edge_job", "encode", "load", "loss_fn", "target_and_valid",
-           "to_physical", "write_npy", "write_npys"]
+__all__ = ["IGNORE", "EdgeFrames", "done", "edge_job", "encode", "load", "loss_fn", "sidecar", "target_and_valid",
+           "to_physical", "verify_npy", "write_npy", "write_npys"]
+
+# (path, inode, size, mtime_ns) of work files whose checksum this process has verified
+_verified: set[tuple[str, int, int, int]] = set()
+
+
+def sidecar(path: str | os.PathLike[str]) -> Path:
+    """The checksum sidecar of a work file: ``<file>.json`` next to it.
+
+    Args:
+        path: the work file.
+
+    Returns:
+        The sidecar's path.
+
+    Example:
+        >>> sidecar("gen0/pseudo/depth.train.npy").name
+        'depth.train.npy.json'
+    """
+    p = Path(path)
+    return p.with_name(p.name + ".json")
+
+
+def verify_npy(path: str | os.PathLike[str]) -> bool:
+    """Whether a work file is whole: its sidecar exists and its size and SHA-256 match.
+
+    Why: predictions, pseudo-labels and masks live in the cache directory, where anything may
+    overwrite or delete them between sessions; a resumed run must never train on a damaged file.
+    One full read per file and process (memoised by path, inode, size and mtime; files modified in
+    the last 2 s are read again, their mtime could repeat); hashing runs at about 1 GB/s here.
+
+    Args:
+        path: the .npy work file.
+
+    Returns:
+        True when the file matches its sidecar; False when either is missing or they disagree.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.npy"
+        >>> write_npy(p, (2,), np.uint8, [np.array([1, 2])]); verify_npy(p)
+        True
+    """
+    p = Path(path)
+    try:
+        info = json.loads(sidecar(p).read_text())
+        st = p.stat()
+    except (OSError, ValueError):
+        return False
+    if not isinstance(info, dict) or st.st_size != info.get("bytes"):
+        return False
+    stamp = (str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if stamp in _verified:
+        return True
+    if sha256_file(p) != info.get("sha256"):
+        return False
+    if time.time_ns() - st.st_mtime_ns > 2_000_000_000:
+        _verified.add(stamp)
+    return True
+
+
+class _HashingWriter:
+    """A file wrapper that hashes and counts what is written through it."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.h, self.n = f, hashlib.sha256(), 0
+
+    def write(self, b: Any) -> int:
+        self.h.update(b)
+        self.n += len(memoryview(b).cast("B"))
+        return self.f.write(b)
 
 
 def write_npys(targets: Sequence[tuple[str | os.PathLike[str], tuple[int, ...], Any]],
@@ -52,7 +128,10 @@ def write_npys(targets: Sequence[tuple[str | os.PathLike[str], tuple[int, ...], 
     """Write several .npy files at once from chunks of frames, streamed and atomically.
 
     No whole array ever sits in memory. Each file is atomic; they are renamed into place in the
-    order given, and none is when a chunk is missing or an error occurs.
+    order given, and none is when a chunk is missing or an error occurs. Each file's SHA-256 is
+    computed while it is written; once all files are in place, each gets its checksum sidecar
+    (`sidecar`: bytes, SHA-256, shape, dtype), written atomically after the file — a file without
+    a valid sidecar is never trusted (`verify_npy`).
 
     Args:
         targets: ``(path, shape, dtype)`` per file; ``shape[0]`` is the number of frames.
@@ -70,8 +149,10 @@ def write_npys(targets: Sequence[tuple[str | os.PathLike[str], tuple[int, ...], 
     """
     dtypes = [np.dtype(d) for _, _, d in targets]
     written = 0
+    for path, _, _ in targets:  # the old sidecar goes first: the new file is unverified until its own lands
+        sidecar(path).unlink(missing_ok=True)
     with contextlib.ExitStack() as stack:  # entered in reverse: exits (renames) in the order given
-        files = [stack.enter_context(atomic_open(path, "wb")) for path, _, _ in reversed(targets)][::-1]
+        files = [_HashingWriter(stack.enter_context(atomic_open(path, "wb"))) for path, _, _ in reversed(targets)][::-1]
         for f, (_, shape, _), dtype in zip(files, targets, dtypes):
             np.lib.format.write_array_header_1_0(
                 f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
@@ -87,6 +168,9 @@ def write_npys(targets: Sequence[tuple[str | os.PathLike[str], tuple[int, ...], 
         for path, shape, _ in targets:  # inside the atomic block: a short file is never renamed into place
             if written != shape[0]:
                 raise RuntimeError(f"write_npy {path}: got {written} frames, expected {shape[0]}")
+    for f, (path, shape, _), dtype in zip(files, targets, dtypes):
+        atomic_write_json(sidecar(path), {"file": Path(path).name, "bytes": f.n, "sha256": f.h.hexdigest(),
+                                          "shape": list(shape), "dtype": dtype.str})
 
 
 def write_npy(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any, chunks: Iterable[np.ndarray]) -> None:
@@ -252,19 +336,50 @@ def _batch(arrays: list[np.ndarray], idx: np.ndarray) -> list[np.ndarray]:
 
 
 def done(spec: dict[str, Any]) -> bool:
-    """Whether the edge job of `spec` has finished (checkpoint and both predictions exist).
+    """Whether the edge job of `spec` has finished: its checkpoint exists and both predictions verify.
 
     Args:
         spec: the job's spec.
 
     Returns:
-        True when all three files exist.
+        True when the checkpoint exists and both prediction files match their sidecars (`verify_npy`).
 
     Example:
         >>> done({"ckpt": "/nonexistent", "pred_train": "/x", "pred_test": "/y"})
         False
     """
-    return all(Path(spec[k]).exists() for k in ("ckpt", "pred_train", "pred_test"))
+    return Path(spec["ckpt"]).exists() and all(verify_npy(spec[k]) for k in ("pred_train", "pred_test"))
+
+
+def work_inputs(spec: dict[str, Any]) -> list[str]:
+    """The work files (other edges' predictions, pseudo-labels, masks) an edge job reads.
+
+    Ground truth (the data's own arrays) is not a work file; a work file lies under ``spec["work"]``.
+
+    Args:
+        spec: the job's spec.
+
+    Returns:
+        Their paths.
+
+    Example:
+        >>> work_inputs({"work": "/w", "inputs": [], "target": {"path": "/w/gen0/pseudo/d.train.npy"}})
+        ['/w/gen0/pseudo/d.train.npy']
+    """
+    work = spec.get("work")
+    if not work:
+        return []
+    refs = [i[s]["path"] for i in spec["inputs"] for s in ("train", "test")] + [spec["target"]["path"]]
+    refs += [spec["target"]["mask"]] if spec["target"].get("mask") else []
+    return [p for p in refs if Path(p).is_relative_to(work)]
+
+
+def _check_inputs(spec: dict[str, Any]) -> None:
+    """DataError naming the first work file the job reads that is missing or fails its checksum."""
+    for p in work_inputs(spec):
+        if not verify_npy(p):
+            raise DataError(f"edge {spec['id']}: input {p} is missing or damaged (checksum) — it changed while the "
+                            "run was going; resume the run to recompute it")
 
 
 class EdgeFrames(Dataset):
@@ -353,6 +468,7 @@ def edge_job(spec: dict[str, Any]) -> dict[str, Any]:
     """
     if done(spec):
         return {"id": spec["id"], "skipped": True}
+    _check_inputs(spec)
     t0 = time.perf_counter()
     cfg = EdgeFitConfig(**spec["fit"])
     nodes, tgt_node = spec["nodes"], spec["nodes"][spec["target"]["node"]]
@@ -362,6 +478,10 @@ def edge_job(spec: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(ctx.seed)
     in_ch = sum(nodes[i["node"]]["channels"] for i in spec["inputs"])
     model = UNet(in_ch, tgt_node["channels"], width=cfg.width, depth=cfg.depth)
+    if ckpt.exists():  # trained, but a prediction file is missing or damaged: write them again from the weights
+        model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
+        _predict(model, spec, ctx.fabric.device, cfg.predict_batch)
+        return {"id": spec["id"], "skipped": True, "repredicted": True}
     if spec.get("init"):
         model.load_state_dict(torch.load(spec["init"], map_location="cpu", weights_only=True)["model"])
     frames = EdgeFrames(spec)

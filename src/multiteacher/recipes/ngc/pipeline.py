@@ -1,7 +1,12 @@
 """NGC orchestration: data split, one generation of edges, consensus pseudo-labels, evaluation.
 
 Work files (edge predictions, pseudo-labels, agreement masks) live memory-mapped in
-``<cache>/ngc/<run>-<hash>/``; edge checkpoints in ``<run>/checkpoints/ngc/``.
+``<cache>/ngc/<run>-<hash>/``; edge checkpoints in ``<run>/checkpoints/ngc/``. Every work file has
+a checksum sidecar (`edges.write_npys`) and is verified before it is used (`edges.verify_npy`):
+what is missing or damaged is recomputed — predictions from their edge's checkpoint (the edge job
+runs again), pseudo-labels and masks by building the generation's consensus again
+(`ensure_generation`) — so an overwritten or deleted work file never feeds a run silently, and a
+resumed run ends with the results of an untouched one.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from multiteacher.engine.executor import Job, run_jobs
 from multiteacher.errors import ConfigError, DataError
 from multiteacher.metrics import dense
 from multiteacher.recipes.ngc.config import Config
-from multiteacher.recipes.ngc.edges import IGNORE, edge_job, write_npys
+from multiteacher.recipes.ngc.edges import IGNORE, edge_job, verify_npy, write_npys
 from multiteacher.recipes.ngc.graph import Edge, build_edges, direct_id, output_nodes, paths_to
 from multiteacher.teachers.base import PrecomputedTeacher
 from multiteacher.teachers.pool import TeacherPool
@@ -86,7 +91,8 @@ def npz_arrays(cfg: Config, data_dir: Path, cache_dir: Path) -> tuple[FrameArray
         if not fr:
             raise ConfigError(f"npz: {root} has too few shared frames ({len(frames)}) for group={src.group}, "
                               f"test_every={src.test_every}; lower them")
-        arrs = d.export(cache_dir, reps, fr)
+        arrs = d.export(cache_dir, reps, fr, classes={n.source or k: n.channels for k, n in cfg.nodes.items()
+                                                      if n.kind == "categorical"})
         path = Path(arrs[reps[0]].filename).parent
         out.append(FrameArrays(path, group[sel], arrs[cfg.nodes[cfg.input_node].source or cfg.input_node]))
     return out[0], out[1]
@@ -221,7 +227,9 @@ def prepare(cfg: Config, cache_dir: Path, run_dir: Path, data_dir: Path | None =
         test = render_scenes(cfg.data, cache_dir, "test")
     missing = sorted(n for n in names if not (train.path / f"{n}.npy").exists())
     if missing:
-        raise ConfigError(f"nodes: data has no array {missing}; scenes give rgb, depth, normals, semantic, height")
+        found = sorted(p.stem for p in train.path.glob("*.npy") if p.stem != "scene")
+        raise ConfigError(f"nodes: data has no array {missing}; arrays found: {', '.join(found) or 'none'} — "
+                          "rename the node or set its `source`")
     for k, n in cfg.nodes.items():
         if n.kind == "categorical" and train.classes and n.channels < len(train.classes):
             raise ConfigError(f"nodes.{k}.channels = {n.channels} but the data has {len(train.classes)} classes")
@@ -270,6 +278,7 @@ def _spec(c: Ctx, tag: str, edge_id: str, inputs: list[dict[str, Any]], target: 
         "ckpt": str(c.ckpts / tag / f"{slug}.pt"),
         "pred_train": str(c.pred_path(tag, edge_id, "train")),
         "pred_test": str(c.pred_path(tag, edge_id, "test")),
+        "work": str(c.work),
     }
 
 
@@ -297,19 +306,17 @@ def generation_jobs(c: Ctx, g: int) -> list[Job]:
         g: the generation.
 
     Returns:
-        Executor jobs running `edges.edge_job` (two-hop edges depend on the direct ones);
-        DataError when generation g-1's pseudo-labels are missing.
+        Executor jobs running `edges.edge_job` (two-hop edges depend on the direct ones); generation
+        g-1's consensus files are verified first and recomputed if missing or damaged
+        (`ensure_generation`).
 
     Example:
         >>> # run(c, generation_jobs(c, 0))
     """
     tag, prev = f"gen{g}", (f"gen{g - 1}" if g else None)
     mode = c.cfg.graph.two_hop_input if g else "prediction"
-    if prev is not None:
-        need = c.pseudo_path(prev, output_nodes(c.cfg)[0], "mask")
-        if not need.exists():
-            raise DataError(f"pseudo-labels of {prev} are missing ({need}); resume with the same --cache-dir "
-                            "as the first session, or start a new run")
+    if g:
+        ensure_generation(c, g - 1)
     jobs = []
     for e in c.edges:
         inputs = [_input_ref(c, tag, n, mode, prev) for n in e.inputs]
@@ -324,6 +331,73 @@ def generation_jobs(c: Ctx, g: int) -> list[Job]:
         spec = _spec(c, tag, e.id, inputs, e.target, target, unlabelled=g > 0, init=init)
         jobs.append(Job(spec["id"], edge_job, {"spec": spec}, deps=deps))
     return jobs
+
+
+def consensus_files(c: Ctx, tag: str) -> list[Path]:
+    """The consensus work files of `tag`: per output node its pseudo-labels, mask and test consensus.
+
+    Args:
+        c: the run's context.
+        tag: the consensus tag.
+
+    Returns:
+        Their paths.
+
+    Example:
+        >>> # [p.name for p in consensus_files(c, "gen0")][:2] == ["depth.train.npy", "depth.mask.npy"]
+    """
+    return [c.pseudo_path(tag, n, what) for n in output_nodes(c.cfg) for what in ("train", "mask", "test")]
+
+
+def ensure_generation(c: Ctx, g: int) -> bool:
+    """Make generation `g`'s consensus files whole: verify each; if any is missing or damaged, run the
+    generation's edge jobs again (finished edges with whole predictions are skipped, missing or damaged
+    predictions are written again from the edge's checkpoint) and build its consensus again.
+
+    Why: a resumed run skips finished stages, so the files they left in the cache directory must be
+    checked, not trusted; consensus and predictions are deterministic, so the recomputed files equal
+    the lost ones and the run ends with the results of an untouched run.
+
+    Args:
+        c: the run's context.
+        g: the generation.
+
+    Returns:
+        True when something was recomputed.
+
+    Example:
+        >>> # ensure_generation(c, 0)   # before generation 1 trains on generation 0's pseudo-labels
+    """
+    tag = f"gen{g}"
+    if all(verify_npy(p) for p in consensus_files(c, tag)):
+        return False
+    run(c, generation_jobs(c, g))
+    build_pseudo(c, tag, sources_of(c, tag))
+    return True
+
+
+def ensure_predictions(c: Ctx, sources: Iterable[tuple[str, str]]) -> None:
+    """Make the predictions of (tag, edge id) pairs whole before they are read: a missing or damaged
+    prediction of generation g is recomputed by running that generation's edge jobs again.
+
+    Args:
+        c: the run's context.
+        sources: (tag, edge id) pairs.
+
+    Returns:
+        None; DataError for a damaged prediction of a control (``self*``, ``ens*``) — those are
+        written and read within one stage, so the damage happened while the run was going.
+
+    Example:
+        >>> # ensure_predictions(c, [("gen0", "rgb>depth")])
+    """
+    bad = sorted({t for t, e in sources
+                  if not all(verify_npy(c.pred_path(t, e, split)) for split in ("train", "test"))})
+    for tag in bad:
+        if not (tag.startswith("gen") and tag[3:].isdigit()):
+            raise DataError(f"predictions of {tag} in {c.work / tag} are missing or damaged (checksum) — they "
+                            "changed while the run was going; resume the run to recompute them")
+        run(c, generation_jobs(c, int(tag[3:])))
 
 
 def run(c: Ctx, jobs: list[Job]) -> dict[str, Any]:
@@ -494,6 +568,7 @@ def build_pseudo(c: Ctx, tag: str, sources: dict[str, list[tuple[str, str]]],
         >>> # diag = build_pseudo(c, "gen0", sources_of(c, "gen0")); diag["depth"]["coverage"]
     """
     out: dict[str, Any] = {}
+    ensure_predictions(c, [s for node in output_nodes(c.cfg) for s in sources[node]])
     lab_set = np.zeros(len(c.train), dtype=bool)
     lab_set[c.labelled] = True
     for node in output_nodes(c.cfg):
