@@ -212,7 +212,10 @@ class BiEncoderTeacher(_PairEncoderTeacher):
     kind = "biencoder"
 
     def _embed(self, texts: Sequence[str]) -> torch.Tensor:
-        b = self.tok(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        from multiteacher.models.pair_scoring import clip_texts  # overlong texts: bounded tokenizer cost
+
+        b = self.tok(clip_texts(texts, self.max_length, "text"), padding=True, truncation=True,
+                     max_length=self.max_length, return_tensors="pt")
         b = {k: v.to(self.device) for k, v in b.items()}
         hidden = self.model(**b).last_hidden_state
         mask = b["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -244,7 +247,10 @@ class CrossEncoderTeacher(_PairEncoderTeacher):
     kind = "crossencoder"
 
     def _score(self, qs: list[str], ps: list[str]) -> torch.Tensor:
-        b = self.tok(qs, ps, padding=True, truncation="longest_first", max_length=self.max_length, return_tensors="pt")
+        from multiteacher.models.pair_scoring import clip_texts  # overlong texts: bounded tokenizer cost
+
+        b = self.tok(clip_texts(qs, self.max_length, "query"), clip_texts(ps, self.max_length), padding=True,
+                     truncation="longest_first", max_length=self.max_length, return_tensors="pt")
         return self.model(**{k: v.to(self.device) for k, v in b.items()}).logits[:, 0].float().cpu()
 
 
