@@ -122,3 +122,14 @@ def test_bounded_messages() -> None:
         with pytest.raises(ConfigError) as info:
             load_config(path, [bad])
         assert len(str(info.value)) < 300, str(info.value)
+
+
+def test_override_into_a_list_item() -> None:
+    path = REPO / "recipes" / "rerank-trecdl-tiny.yaml"
+    base = load_config(path)
+    cfg = load_config(path, ["teachers.members.0.weight=2.5", "data.train.0=trec-dl/dl22"])
+    assert cfg.teachers.members[0].weight == 2.5 and cfg.teachers.members[0].name == base.teachers.members[0].name
+    assert cfg.data.train == ["trec-dl/dl22"]
+    for bad in ("teachers.members.1.weight=2", "teachers.members.first.weight=2"):
+        with pytest.raises(ConfigError, match=r"'teachers\.members' is a list of 1 item\(s\), so use an index 0\.\.0"):
+            load_config(path, [bad])

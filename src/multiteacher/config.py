@@ -359,16 +359,31 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None, source: s
             value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        node = out
+        node: Any = out
         parts = key.strip().split(".")
         kind: Any = model_cls
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
+            if isinstance(node, list):  # `members.0.lr`: an item of a list the config already has
+                node = node[_list_index(node, p, ".".join(parts[:i]), source)]
+                kind = None
+                continue
             kind = _child_type(kind, p)
-            if not isinstance(node.get(p), dict):
+            if not isinstance(node.get(p), dict | list):
                 node[p] = _default_mapping(kind) if p not in node else {}
             node = node[p]
-        node[parts[-1]] = value
+        if isinstance(node, list):
+            node[_list_index(node, parts[-1], ".".join(parts[:-1]), source)] = value
+        else:
+            node[parts[-1]] = value
     return out
+
+
+def _list_index(items: list[Any], part: str, list_key: str, source: str) -> int:
+    """The index `part` names in the list at `list_key`; anything else is a one-line error."""
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(f"{source} {_cut(list_key)}.{part[:20]}: {list_key!r} is a list of {len(items)} item(s), "
+                          f"so use an index 0..{len(items) - 1}, or set the whole list ({_cut(list_key)}=[...])")
+    return int(part)
 
 
 def _child_type(kind: Any, key: str) -> Any:
