@@ -734,6 +734,14 @@ def _(tmp: Path) -> Any:
     _run_cli(tmp, "report", str(_results(tmp, "a")), "--columns", "rmsd")
 
 
+@case("report-unknown-by-field", r"no field 'config\.graph\.hyperedgs' \(did you mean 'hyperedges'\?\) — check --by")
+def _(tmp: Path) -> Any:
+    d = _results(tmp, "a")
+    res = json.loads((d / "results.json").read_text())
+    (d / "results.json").write_text(json.dumps({**res, "config": {"graph": {"hyperedges": True}}}))
+    _run_cli(tmp, "report", str(d), "--by", "config.graph.hyperedgs")
+
+
 @case("report-empty-dir", r"no run here: .*empty \(no results\.json, run\.json or config\.yaml in it\)")
 def _(tmp: Path) -> Any:
     (tmp / "empty").mkdir()

@@ -265,7 +265,10 @@ def lookup(res: dict[str, Any], key: str, source: str = "results.json") -> Any:
     value: Any = res
     for part in key.split("."):
         if not isinstance(value, dict) or part not in value:
-            raise DataError(f"{source} of run {res.get('name')!r}: no field {key!r} — check --by")
+            close = difflib.get_close_matches(part, [str(k) for k in value] if isinstance(value, dict) else [], n=3,
+                                              cutoff=0.5)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            raise DataError(f"{source} of run {str(res.get('name'))[:60]!r}: no field {key[:80]!r}{hint} — check --by")
         value = value[part]
     return value
 
