@@ -16,8 +16,8 @@ from tests.conftest import REPO
 def tiny_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     cfg = load_config(REPO / "recipes" / "mst-avdigits-tiny.yaml")
     run_dir = tmp_path_factory.mktemp("mst") / "run"
-    cache = tmp_path_factory.mktemp("mst-cache")
-    return run_dir, execute_run(cfg, run_dir, data_dir, cache)
+    # the cache dir the tests resume and evaluate with: a resume refuses another cache dir (issue 15, defect 3)
+    return run_dir, execute_run(cfg, run_dir, data_dir, run_dir.parent)
 
 
 @pytest.mark.slow
