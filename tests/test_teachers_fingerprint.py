@@ -229,3 +229,16 @@ def test_fingerprints_where_nothing_changed_are_the_old_ones(tmp_path: Path) -> 
     text = json.dumps({"kind": "run", "name": "bm25", "file": sha, "by": "score"}, sort_keys=True,
                       separators=(",", ":"))
     assert RunTeacher.from_file(run).fingerprint == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_masked_teacher_callable_masks_by_code() -> None:
+    from multiteacher.teachers.masked import MaskedTeacher
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    ones = MaskedTeacher(net, {"0": lambda o: torch.ones_like(o)}, "m")
+    zeros = MaskedTeacher(net, {"0": lambda o: torch.zeros_like(o)}, "m")
+    assert ones.fingerprint != zeros.fingerprint  # both were "<lambda>" by name
+    with pytest.raises(UserError, match=r"MaskedTeacher 'm': the mask at '0'.*code_version="):
+        _ = MaskedTeacher(net, {"0": torch.sigmoid}, "m").fingerprint
+    v1 = MaskedTeacher(net, {"0": torch.sigmoid}, "m", code_version="v1").fingerprint
+    assert v1 != MaskedTeacher(net, {"0": torch.sigmoid}, "m", code_version="v2").fingerprint

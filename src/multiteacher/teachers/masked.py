@@ -79,7 +79,8 @@ class MaskedTeacher:
         """Changes with the module's weights, the mask nets' weights and paths, the config and the code."""
         parts = {
             "module": fingerprint_module(self.module, {"name": self.name, "config": self.config}, self.code_version),
-            "masks": [[p, _fingerprint_masknet(m)] for p, m in self.masks.items()],
+            "masks": [[p, _fingerprint_masknet(m, f"MaskedTeacher {self.name!r}: the mask at {p!r}", self.code_version)]
+                      for p, m in self.masks.items()],
             "code": self.code_version if self.code_version is not None else multiteacher.__version__,
         }
         return fingerprint_obj(parts)
@@ -134,7 +135,12 @@ class MaskedTeacher:
         return f"MaskedTeacher(name={self.name!r}, module={type(self.module).__name__}, masks={list(self.masks)})"
 
 
-def _fingerprint_masknet(m: MaskNetT) -> str:
+def _fingerprint_masknet(m: MaskNetT, what: str, version: str | None) -> str:
+    """A mask net by class and weights; a plain callable mask by its code (`fingerprint_callable`; one that
+    cannot be fingerprinted needs the teacher's `code_version`, which then names it)."""
     if isinstance(m, nn.Module):
         return fingerprint_obj([f"{type(m).__module__}.{type(m).__qualname__}", fingerprint_state_dict(m.state_dict())])
-    return fingerprint_callable(m, "MaskedTeacher: a mask")
+    try:
+        return fingerprint_callable(m, what, version)
+    except UserError as e:
+        raise UserError(str(e).replace("version=", "code_version=")) from None
