@@ -242,3 +242,20 @@ def test_masked_teacher_callable_masks_by_code() -> None:
         _ = MaskedTeacher(net, {"0": torch.sigmoid}, "m").fingerprint
     v1 = MaskedTeacher(net, {"0": torch.sigmoid}, "m", code_version="v1").fingerprint
     assert v1 != MaskedTeacher(net, {"0": torch.sigmoid}, "m", code_version="v2").fingerprint
+
+
+def test_pool_predict_fns_by_code(tmp_path: Path) -> None:
+    from multiteacher.teachers.pool import TeacherPool
+
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    pool = TeacherPool([ModuleTeacher(net, "t")])
+    a = pool.cached_outputs(x, list(range(4)), "x", root=tmp_path, progress=False,
+                            predict_fns={"t": lambda b: net(b) + 1})
+    b = pool.cached_outputs(x, list(range(4)), "x", root=tmp_path, progress=False,
+                            predict_fns={"t": lambda b: net(b) - 1})  # same qualified name, other code
+    with torch.no_grad():
+        ref = net(x).numpy()
+    np.testing.assert_allclose(a[np.arange(4)][:, 0], ref + 1, rtol=1e-6)
+    np.testing.assert_allclose(b[np.arange(4)][:, 0], ref - 1, rtol=1e-6)
