@@ -9,6 +9,7 @@ checkpoints or optimisers.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import inspect
 import json
@@ -246,8 +247,10 @@ class _Unfingerprintable(Exception):
 
 def _fp_value(v: Any, seen: set[int], where: str) -> Any:
     """A JSON-able, content-based stand-in for a value a callable closes over (or defaults to)."""
-    if isinstance(v, _PLAIN):
+    if isinstance(v, _PLAIN) or v is Ellipsis or v is NotImplemented or isinstance(v, range | slice):
         return [type(v).__name__, repr(v)]
+    if isinstance(v, enum.Enum):
+        return ["enum", f"{type(v).__module__}.{type(v).__qualname__}", _fp_value(v.value, seen, where)]
     if isinstance(v, torch.Tensor | np.ndarray):
         return ["array", fingerprint_array(v)]
     if isinstance(v, np.generic):
