@@ -189,6 +189,16 @@ def test_lambda_over_a_different_constant_differs() -> None:
 
     assert fingerprint_callable(times(w1)) != fingerprint_callable(times(w2))
     assert fingerprint_callable(lambda x: (lambda y: y + 1)(x)) != fingerprint_callable(lambda x: (lambda y: y + 2)(x))
+    # closures over configs (pydantic models, dataclasses) by their values
+    from pydantic import BaseModel
+
+    class Temp(BaseModel):
+        t: float
+
+    def over(cfg: Temp):
+        return lambda o: o / cfg.t
+
+    assert fingerprint_callable(over(Temp(t=1.0))) != fingerprint_callable(over(Temp(t=2.0)))
     # common output selectors: Ellipsis, slices and ranges are constants like any other
     assert fingerprint_callable(lambda o: o[..., 0]) != fingerprint_callable(lambda o: o[..., 1])
     assert fingerprint_callable(lambda o, s=slice(0, 2): o[s]) != fingerprint_callable(lambda o, s=slice(1, 2): o[s])

@@ -9,6 +9,7 @@ checkpoints or optimisers.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import inspect
@@ -272,6 +273,11 @@ def _fp_value(v: Any, seen: set[int], where: str) -> Any:
     fp = getattr(v, "fingerprint", None)
     if isinstance(fp, str):  # a Teacher (or anything else that fingerprints itself)
         return ["fingerprinted", fp]
+    if hasattr(v, "model_dump") and hasattr(type(v), "model_fields"):  # a pydantic model, e.g. a config
+        return ["pydantic", f"{type(v).__module__}.{type(v).__qualname__}", _fp_value(v.model_dump(), seen, where)]
+    if dataclasses.is_dataclass(v):
+        fields = {f.name: getattr(v, f.name) for f in dataclasses.fields(v)}
+        return ["dataclass", f"{type(v).__module__}.{type(v).__qualname__}", _fp_value(fields, seen, where)]
     if callable(v):
         return ["callable", _fp_callable(v, seen, where)]
     raise _Unfingerprintable(f"it refers to a {type(v).__name__}")
