@@ -294,7 +294,7 @@ def test_fit_refuses_a_stored_fit_made_with_another_fitconfig(tmp_path: Path) ->
 @pytest.mark.slow
 @pytest.mark.parametrize("kill,expect", [
     ("fit/step@470", ["fit 'student_kd' stopped at step 50 of 200", "finished fits: student_ce, teacher"]),
-    ("fit/step@3", ["no fit has finished"]),  # killed before the students (or any checkpoint) started
+    ("fit/step@3", ["no finished fit under checkpoints/"]),  # killed before the students (or any checkpoint) started
 ])
 def test_eval_refuses_an_unfinished_run_and_says_what_is_unfinished(tmp_path: Path, kill: str, expect: list[str],
                                                                      capsys: pytest.CaptureFixture[str]) -> None:

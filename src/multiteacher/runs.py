@@ -40,6 +40,7 @@ from multiteacher.config import (
 from multiteacher.engine.setup import make_fabric, rng_state, seed_everything, set_rng_state
 from multiteacher.errors import ConfigError, UserError
 from multiteacher.io import (
+    TMP_MARK,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
@@ -695,7 +696,7 @@ def unfinished_reason(run_dir: str | os.PathLike[str]) -> str | None:
 
     Example:
         >>> unfinished_reason("runs/killed")  # doctest: +SKIP
-        "no results.json; fit 'student_kd' stopped at step 120 of 200; finished fits: teacher, student_ce"
+        "no results.json; fit 'student_kd' stopped at step 120 of 200; finished fits: student_ce, teacher"
     """
     run_dir = Path(run_dir)
     if (run_dir / "results.json").is_file():
@@ -714,12 +715,20 @@ def unfinished_reason(run_dir: str | os.PathLike[str]) -> str | None:
             except Exception:  # a torn or foreign file still means "unfinished"
                 killed.append(f"fit '{name}' stopped half-way")
         done = sorted(str(p.parent.relative_to(ck)) for p in ck.rglob("done.json"))
-    parts += killed
+    parts += killed[:8] + ([f"{len(killed) - 8} more fits stopped"] if len(killed) > 8 else [])
     if done:
-        parts.append(f"finished fits: {', '.join(done)}")
+        parts.append(f"finished fits: {_some(done)}")
     if not killed and not done:
-        parts.append("no fit has finished")
+        parts.append("no finished fit under checkpoints/")
+        stages = sorted(p.stem.replace("__", "/") for p in (run_dir / "stages").glob("*.json")
+                        if TMP_MARK not in p.name)
+        if stages:
+            parts.append(f"finished stages: {_some(stages)}")
     return "; ".join(parts)
+
+
+def _some(names: list[str], n: int = 8) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> RecipeConfig:
