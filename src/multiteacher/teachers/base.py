@@ -344,9 +344,10 @@ def fingerprint_callable(fn: Callable[..., Any], what: str = "callable", version
     a qualified name (``<lambda>``) cannot tell two lambdas apart, so the cache would serve one
     lambda's outputs to the other. Nested code (a lambda inside a function) is hashed recursively;
     closure values and defaults by content (numbers, strings, arrays, tensors, modules' weights,
-    teachers' fingerprints, other functions recursively); module-level constants the code reads
-    by value. Not followed: the code of other functions it calls by global name (e.g. a helper in
-    your module, or a library) — pass `version` and change it when such code changes.
+    teachers' fingerprints, configs — pydantic models, dataclasses — and other functions,
+    recursively); module-level constants the code reads by value. Not followed: the code of other
+    functions it calls by global name (e.g. a helper in your module, or a library) — pass
+    `version` and change it when such code changes.
 
     Args:
         fn: a function, lambda, `functools.partial`, bound method, `nn.Module` or callable object.
