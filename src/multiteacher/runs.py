@@ -195,6 +195,11 @@ class RunContext:
         if fabric is None:
             fabric = make_fabric(cfg.fabric)
         lock = RunDirLock(run_dir) if fabric.global_rank == 0 else None
+        if recipe is None:  # a script's context still fingerprints data the way the recipe does, if there is one
+            try:
+                recipe = load_recipe(cfg.recipe)
+            except UserError:
+                recipe = None
         try:
             if lock is not None:
                 prepare_run_dir(cfg, run_dir, resume, lock)
