@@ -22,7 +22,8 @@ from typing import Any
 from multiteacher.errors import ConfigError, DataError
 from multiteacher.io import TMP_MARK
 
-__all__ = ["LOCK_NAME", "RunDirLock", "config_differences", "data_fingerprint", "disk_error", "fingerprint_path"]
+__all__ = ["LOCK_NAME", "RunDirLock", "config_differences", "data_fingerprint", "disk_error", "fingerprint_path",
+           "is_disk_error"]
 
 LOCK_NAME = ".lock"
 MAX_FINGERPRINT_FILES = 200_000
