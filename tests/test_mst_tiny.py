@@ -52,3 +52,30 @@ def test_tiny_mst_resume_and_eval(tiny_run: tuple[Path, dict], data_dir: Path) -
     metrics = mst.evaluate(cfg, ctx)
     for r in res["rows"]:
         assert metrics[f"audio->image/{r['method']}/george/acc"] == pytest.approx(r["acc"])
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_eval_of_a_method_the_run_did_not_train_is_refused(tiny_run: tuple[Path, dict], data_dir: Path) -> None:
+    """`eval --set methods=[...]` naming a method the run never trained is an error, not a silent skip."""
+    from multiteacher.errors import ConfigError
+
+    run_dir, _ = tiny_run
+    cfg = load_config(run_dir / "config.yaml", overrides=["methods=[mst,dkd]"])
+    ctx = RunContext(run_dir=run_dir, data_dir=data_dir, cache_dir=run_dir.parent, config=cfg)
+    with pytest.raises(ConfigError, match=r"method 'dkd' \(george-image\) has no saved student"):
+        mst.evaluate(cfg, ctx)
+
+
+def test_mst_data_fingerprint_follows_the_recordings(tmp_path: Path) -> None:
+    """MST reads files its config never names, so the recipe fingerprints them itself (for --resume)."""
+    rec = tmp_path / "fsdd" / "recordings"
+    rec.mkdir(parents=True)
+    (tmp_path / "mnist").mkdir()
+    (rec / "0_theo_0.wav").write_bytes(b"RIFF")
+    cfg = mst.Config(name="fp")
+    before = mst.data_fingerprint(cfg, tmp_path)
+    assert mst.data_fingerprint(cfg, tmp_path) == before
+    (rec / "1_theo_0.wav").write_bytes(b"RIFF")
+    assert mst.data_fingerprint(cfg, tmp_path) != before
+    assert mst.data_fingerprint(cfg.model_copy(update={"task": "scenes-seg"}), tmp_path) == ""

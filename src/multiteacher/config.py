@@ -186,7 +186,8 @@ class RecipeConfig(StrictModel):
                                          "registered in the `multiteacher.recipes` entry point group) or a dotted "
                                          "module path that declares `Config` and `run` (e.g. mypkg.my_recipe).")
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$",
-                      description="Run name: the default run directory is `runs/<name>`.")
+                      description="Run name: the default run directory is `runs/<name>` "
+                                  "(`runs/<name>-s<seed>` when `--set seed=` is given).")
     seed: int = Field(0, ge=0, le=2**32 - 1, json_schema_extra={"unbounded": True},  # its own bound: 32 bits
                       description="Seed for Python, NumPy and torch (0 to 2**32-1); runs differing only in it are "
                                   "aggregated as repeats.")

@@ -32,6 +32,7 @@ folds, paired t / sign-flip tests vs ``kd_mm`` with Holm correction, routing usa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -47,8 +48,10 @@ from multiteacher.recipes.mst.job import Job
 from multiteacher.recipes.mst.plan import Plan
 from multiteacher.recipes.mst.plots import plot_rows
 from multiteacher.recipes.mst.seg import SegSection
+from multiteacher.rundir import fingerprint_path
 from multiteacher.runs import RunContext
 from multiteacher.stats import paired_t_test
+from multiteacher.teachers.base import fingerprint_obj
 
 METHODS = ("no_kd", "kd_mm", "kd_cross", "aver", "fitnet", "dkd",
            "mst", "mst_s1", "mst_nomask", "mst_random", "mst_soft", "teachers")
@@ -287,7 +290,8 @@ def evaluate(cfg: Config, ctx: RunContext) -> dict[str, float]:
                 continue
             path = ctx.run_dir / "checkpoints" / f"{plan.key}-{method}" / "best.pt"
             if not path.exists():
-                continue
+                raise ConfigError(f"{ctx.run_dir}: method {method!r} ({plan.key}) has no saved student at {path} — "
+                                  "the run did not train it; evaluate only the methods it ran (--set methods=[...])")
             state = torch.load(path, map_location="cpu", weights_only=False)["model"]
             if any(k.startswith("student.") for k in state):
                 state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
@@ -300,3 +304,26 @@ def evaluate(cfg: Config, ctx: RunContext) -> dict[str, float]:
     if not out:
         raise ConfigError(f"{ctx.run_dir}: no saved students under checkpoints/ — run the recipe first")
     return out
+
+
+def data_fingerprint(cfg: Config, data_dir: Path) -> str:
+    """What `--resume` compares about the data: the AV-digits files' names, sizes and mtimes.
+
+    The config names no data path (the task always reads ``mnist/`` and ``fsdd/recordings/``), so
+    the engine's generic fingerprint of config paths would see nothing; scenes are rendered, not read.
+
+    Args:
+        cfg: the run's config.
+        data_dir: the data directory.
+
+    Returns:
+        A short hash ("" for the scenes task, which reads no files).
+
+    Example:
+        >>> data_fingerprint(cfg, Path("../shared/data"))  # doctest: +SKIP
+        '3f1c9a0e5d2b7c41'
+    """
+    if cfg.task != "avdigits":
+        return ""
+    return fingerprint_obj([fingerprint_path(Path(data_dir) / "mnist"),
+                            fingerprint_path(Path(data_dir) / "fsdd" / "recordings")])
