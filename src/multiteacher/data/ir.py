@@ -19,7 +19,7 @@ import csv
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -482,6 +482,9 @@ class IRData:
     qrels: Qrels | None = None
     runs: dict[str, Run] = field(default_factory=dict)
     fingerprint: str = ""
+    #: the run(s) the candidates come from (several: their union, ordered by reciprocal-rank fusion); empty:
+    #: the loader's default (`bm25.run`, or the only run)
+    first_stage: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
@@ -520,6 +523,7 @@ class IRData:
             candidates={q: dict(self.candidates[q]) for q in keep},
             qrels=None if self.qrels is None else {q: dict(self.qrels[q]) for q in keep if q in self.qrels},
             runs={n: {q: dict(r[q]) for q in keep if q in r} for n, r in self.runs.items()},
+            first_stage=self.first_stage,
         )
 
     def validate(self, source: str = "") -> IRData:
@@ -558,25 +562,89 @@ def _find_qrels(root: Path, split: str) -> Qrels | None:
     return None
 
 
-def load_dir(root: str | Path, name: str | None = None, split: str = "test", candidates: str | None = None) -> IRData:
+def rrf_run(runs: Mapping[str, Run], k: int = 60) -> Run:
+    """Reciprocal-rank fusion of runs: per query, each document scores sum over runs of 1 / (k + rank).
+
+    Why: the union of several first stages' candidates needs one order for its "first stage" baseline
+    row; RRF (Cormack et al., SIGIR 2009) needs no score calibration. A run that did not retrieve a
+    document adds nothing for it. Ranks are by descending score, ties by document id (as `write_trec_run`).
+
+    Args:
+        runs: `{name: {qid: {docid: score}}}`.
+        k: the RRF constant (60, as in the paper).
+
+    Returns:
+        `{qid: {docid: fused score}}` over the union of the runs' documents.
+
+    Example:
+        >>> rrf_run({"a": {"q": {"x": 2.0, "y": 1.0}}, "b": {"q": {"y": 5.0}}}, k=1)
+        {'q': {'x': 0.5, 'y': 0.8333333333333333}}
+    """
+    out: Run = {}
+    for run in runs.values():
+        for qid, docs in run.items():
+            fused = out.setdefault(qid, {})
+            ranked = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
+            for rank, (did, _) in enumerate(ranked, 1):
+                fused[did] = fused.get(did, 0.0) + 1.0 / (k + rank)
+    return out
+
+
+def first_stage_candidates(runs: Mapping[str, Run], names: Sequence[str], k: int | None = None) -> Run:
+    """Candidates from the top-`k` of each named run: the run itself, or the union of several (RRF order).
+
+    Args:
+        runs: the set's runs by name (`bm25` included).
+        names: one run name, or several (their union).
+        k: candidates kept per query and run (None: all).
+
+    Returns:
+        `{qid: {docid: score}}`: a single run's own scores, or the RRF scores of the cut runs.
+
+    Example:
+        >>> first_stage_candidates({"a": {"q": {"x": 2.0, "y": 1.0}}, "b": {"q": {"z": 1.0}}}, ["a", "b"], k=1)
+        {'q': {'x': 0.01639344262295082, 'z': 0.01639344262295082}}
+    """
+
+    def cut(r: Run) -> Run:
+        if k is None:
+            return r
+        return {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:k]) for q, d in r.items()}
+
+    if len(names) == 1:
+        return cut(runs[names[0]])
+    return rrf_run({n: cut(runs[n]) for n in names})
+
+
+def load_dir(
+    root: str | Path,
+    name: str | None = None,
+    split: str = "test",
+    candidates: str | None = None,
+    first_stage: Sequence[str] | None = None,
+) -> IRData:
     """A BEIR-style directory (the trec-dl layout included) with a candidate run.
 
     `candidates` names the run file to re-rank (default `bm25.run`, else the only `*.run`); the other
     `*.run` files are kept in `IRData.runs`. Without any run file every query is paired with every
-    qrels-judged document (BEIR without a first stage).
+    qrels-judged document (BEIR without a first stage). `first_stage` instead names runs by their stem
+    (`bm25`, `splade-pp-ed`): one is re-ranked as `candidates` would be; several are re-ranked as
+    their union, ordered by `rrf_run`, and all stay in `IRData.runs`.
 
     Args:
         root: the directory.
         name: the set's name (default: the directory name).
         split: the BEIR qrels split (`qrels/<split>.tsv`).
         candidates: the run file to re-rank.
+        first_stage: run names whose candidates are re-ranked (a missing one is a DataError naming the
+            runs found).
 
     Returns:
         The validated `IRData`.
 
     Example:
-        >>> load_dir("../shared/data/trec-dl/dl19").name  # doctest: +SKIP
-        'dl19'
+        >>> load_dir("../shared/data/trec-dl/dl19", first_stage=["splade-pp-ed"]).first_stage  # doctest: +SKIP
+        ('splade-pp-ed',)
     """
     root = Path(root)
     if not root.is_dir():
@@ -584,21 +652,36 @@ def load_dir(root: str | Path, name: str | None = None, split: str = "test", can
     queries = _find_queries(root)
     qrels = _find_qrels(root, split)
     run_files = sorted(root.glob("*.run"))
+    fs = tuple(first_stage or ())
+    if fs:
+        found = [p.stem for p in run_files]
+        for n in fs:
+            if n not in found:
+                raise DataError(
+                    f"set {_q(name or root.name)}: first-stage run {_q(n)} not found in {root} "
+                    f"(runs found: {', '.join(found) or 'none'}) — name one of them in data.first_stage"
+                )
+        if len(fs) == 1:
+            candidates = f"{fs[0]}.run"
     cand_file = root / candidates if candidates else root / "bm25.run"
-    if not cand_file.is_file():
-        if candidates:
-            raise DataError(f"{root}: candidate run {_q(candidates)} not found")
-        cand_file = run_files[0] if len(run_files) == 1 else None
-    if cand_file is not None:
-        cand = read_trec_run(cand_file)
-    elif qrels is not None:
-        cand = {q: {d: 0.0 for d in docs} for q, docs in qrels.items() if q in queries}
+    if len(fs) > 1:
+        runs = {p.stem: read_trec_run(p) for p in run_files}
+        cand = first_stage_candidates(runs, fs)
     else:
-        raise DataError(f"{root}: no candidate run (bm25.run) and no qrels to build candidates from")
-    runs = {p.stem: read_trec_run(p) for p in run_files if p != cand_file}
+        if not cand_file.is_file():
+            if candidates:
+                raise DataError(f"{root}: candidate run {_q(candidates)} not found")
+            cand_file = run_files[0] if len(run_files) == 1 else None
+        if cand_file is not None:
+            cand = read_trec_run(cand_file)
+        elif qrels is not None:
+            cand = {q: {d: 0.0 for d in docs} for q, docs in qrels.items() if q in queries}
+        else:
+            raise DataError(f"{root}: no candidate run (bm25.run) and no qrels to build candidates from")
+        runs = {p.stem: read_trec_run(p) for p in run_files if p != cand_file}
     needed = {d for docs in cand.values() for d in docs}
     passages = read_corpus_jsonl(require_path(root / "corpus.jsonl", "corpus", TREC_DL_HINT), ids=needed)
-    return IRData(name or root.name, queries, passages, cand, qrels, runs).validate(str(root))
+    return IRData(name or root.name, queries, passages, cand, qrels, runs, first_stage=fs).validate(str(root))
 
 
 def trec_dl_dir(data_dir: str | Path, name: str) -> Path:
@@ -619,12 +702,13 @@ def trec_dl_dir(data_dir: str | Path, name: str) -> Path:
     return Path(data_dir) / "trec-dl" / set_name
 
 
-def load_trec_dl(data_dir: str | Path, name: str) -> IRData:
+def load_trec_dl(data_dir: str | Path, name: str, first_stage: Sequence[str] | None = None) -> IRData:
     """One TREC-DL set from the shared layout (`dl19`, `dl21`, `dl22`).
 
     Args:
         data_dir: the data directory.
         name: `dl19` or `trec-dl/dl19`.
+        first_stage: run names to re-rank (default: `bm25`); see `load_dir`.
 
     Returns:
         The `IRData` (BM25 top-100 candidates, qrels where judged, the other runs in `runs`).
@@ -635,7 +719,7 @@ def load_trec_dl(data_dir: str | Path, name: str) -> IRData:
     """
     root = trec_dl_dir(data_dir, name)
     require_path(root, f"TREC-DL set {name!r}", TREC_DL_HINT)
-    return load_dir(root, name=root.name)
+    return load_dir(root, name=root.name, first_stage=first_stage)
 
 
 def load_ir_datasets(dataset_id: str, candidates_k: int = 100) -> IRData:
@@ -685,12 +769,13 @@ def load_ir_datasets(dataset_id: str, candidates_k: int = 100) -> IRData:
     return IRData(f"irds:{dataset_id}", queries, passages, cand, qrels).validate(f"irds:{dataset_id}")
 
 
-def load_ir(spec: str, data_dir: str | Path | None = None) -> IRData:
+def load_ir(spec: str, data_dir: str | Path | None = None, first_stage: Sequence[str] | None = None) -> IRData:
     """Load by spec: `trec-dl/dl19` | `dl19` | a BEIR directory | `irds:<ir_datasets id>`.
 
     Args:
         spec: the set spec.
         data_dir: the data directory (default: resolved as `--data-dir` > `MULTITEACHER_DATA`).
+        first_stage: run names whose candidates are re-ranked (folders only; default: `bm25`, see `load_dir`).
 
     Returns:
         The validated `IRData`.
@@ -700,17 +785,19 @@ def load_ir(spec: str, data_dir: str | Path | None = None) -> IRData:
         True
     """
     if spec.startswith("irds:"):
+        if first_stage:
+            raise DataError(f"{spec}: an ir_datasets set has one first stage (its scoreddocs) — drop data.first_stage")
         return load_ir_datasets(spec[len("irds:") :])
     if spec in TREC_DL_SETS or spec.startswith("trec-dl/"):
         if data_dir is None:
             from multiteacher.data.registry import resolve_data_dir
 
             data_dir = resolve_data_dir()
-        return load_trec_dl(data_dir, spec)
+        return load_trec_dl(data_dir, spec, first_stage)
     path = Path(spec)
     if not path.is_absolute() and data_dir is not None and not path.exists():
         path = Path(data_dir) / spec
-    return load_dir(path)
+    return load_dir(path, first_stage=first_stage)
 
 
 def write_qrels_tsv(path: str | Path, qrels: Qrels) -> None:

@@ -39,12 +39,37 @@ class DataConfig(StrictModel):
     train_queries: Literal["all", "labelled"] = Field(
         "all", description="`labelled`: train only on queries with qrels (a fair comparison with qrels objectives)."
     )
-    top_k: int = Field(100, ge=2, description="Candidates per query (first-stage order).")
+    top_k: int = Field(100, ge=2, description="Candidates per query (first-stage order); per run for a union.")
+    first_stage: str | list[str] = Field(
+        "bm25",
+        description="The run whose top-k candidates are re-ranked in training, validation and (by default) "
+        "test: a run file's name in each set's folder (`bm25`, `splade-pp-ed`, ...), or a list of them: the "
+        "union of each run's top-k per query, ordered by reciprocal-rank fusion (k=60) for the first-stage "
+        "baseline row. Rows carry it as `first_stage`.",
+    )
+    test_first_stage: str | list[str | list[str]] | None = Field(
+        None,
+        description="First stages the test sets are re-ranked from, each scored separately (a run name, or a "
+        "list of names for a union), e.g. `[bm25, splade-pp-ed]` re-ranks each test set from both; default: "
+        "`data.first_stage`. Test sets from another first stage are keyed `<set>@<first stage>` in metrics.",
+    )
     max_train_queries: int | None = Field(
         None, ge=1, description="Cap on training queries per set, after removing validation (tiny runs)."
     )
     max_val_queries: int | None = Field(None, ge=1, description="Cap on validation queries per set (tiny runs).")
     max_test_queries: int | None = Field(None, ge=1, description="Cap on test queries per set (tiny runs).")
+
+
+    @field_validator("first_stage", "test_first_stage")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        items = [v] if isinstance(v, str) else (v or [])
+        flat = [x for item in items for x in ([item] if isinstance(item, str) else item)]
+        if isinstance(v, list) and not v:
+            raise ValueError("give at least one run name (e.g. bm25)")
+        if any(not x or "/" in x or x.endswith(".run") for x in flat):
+            raise ValueError("run names are file stems in the set's folder, e.g. `bm25` or `splade-pp-ed`")
+        return v
 
 
 class LossConfig(StrictModel):

@@ -7,7 +7,7 @@ from typing import Any
 from multiteacher.data.ir import IRData, write_trec_run
 from multiteacher.errors import DataError
 from multiteacher.recipes.rerank.model import score_pairs
-from multiteacher.recipes.rerank.splits import load_test_set
+from multiteacher.recipes.rerank.splits import first_stage_label, first_stage_names, load_test_set, test_first_stages
 
 Run = dict[str, dict[str, float]]
 
@@ -73,7 +73,8 @@ def evaluate(cfg: Any, ctx: Any) -> dict[str, float]:
         ctx: the run context (run directory, data directory).
 
     Returns:
-        `{"<set>/<measure>": value}` for the sets that have qrels; runs are written under `eval/`.
+        `{"<set>/<measure>": value}` for the sets that have qrels (`<set>@<first stage>` for test first
+        stages other than `data.first_stage`); runs are written under `eval/`.
 
     Example:
         >>> evaluate(cfg, ctx)  # doctest: +SKIP
@@ -87,11 +88,14 @@ def evaluate(cfg: Any, ctx: Any) -> dict[str, float]:
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     tok = AutoTokenizer.from_pretrained(path)
     out: dict[str, float] = {}
+    main_fs = first_stage_names(cfg.data.first_stage)
     for spec in cfg.data.test:
-        d = load_test_set(spec, ctx.data_dir, cfg.data.top_k, cfg.data.max_test_queries)
-        r = student_run(model, tok, d, cfg)
-        write_trec_run(ctx.path("eval", f"{spec.replace('/', '_')}.run"), r, tag=cfg.name)
-        if d.qrels:
-            for k, v in measure(r, d.qrels, cfg.eval.measures)["mean"].items():
-                out[f"{spec}/{k}"] = v
+        for fs in test_first_stages(cfg):
+            key = spec if fs == main_fs else f"{spec}@{first_stage_label(fs)}"
+            d = load_test_set(spec, ctx.data_dir, cfg.data.top_k, cfg.data.max_test_queries, list(fs))
+            r = student_run(model, tok, d, cfg)
+            write_trec_run(ctx.path("eval", f"{key.replace('/', '_')}.run"), r, tag=cfg.name)
+            if d.qrels:
+                for k, v in measure(r, d.qrels, cfg.eval.measures)["mean"].items():
+                    out[f"{key}/{k}"] = v
     return out

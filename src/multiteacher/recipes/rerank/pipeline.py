@@ -1,7 +1,8 @@
 """The rerank recipe's `run`: teachers -> baselines -> fit -> test -> export, each stage resumable.
 
 Stages: teachers (scored once into the teacher cache, fused by the engine's consensus op) ->
-baselines (BM25, each teacher, the fused teacher, the untrained student; per-query metrics) -> fit
+baselines (the first stage re-ranked — `data.first_stage` —, each teacher, the fused teacher, the untrained
+student; per-query metrics) -> fit
 (the engine loop, best checkpoint by validation nDCG@10) -> test (re-ranked runs + per-query metrics)
 -> export (`save_pretrained`, loadable by `sentence_transformers.CrossEncoder`).
 """
@@ -15,7 +16,7 @@ from multiteacher.recipes.rerank.config import Config
 from multiteacher.recipes.rerank.evaluation import measure, student_run
 from multiteacher.recipes.rerank.model import export, load_student
 from multiteacher.recipes.rerank.objectives import get_objective
-from multiteacher.recipes.rerank.splits import load_sets
+from multiteacher.recipes.rerank.splits import base_spec, first_stage_label, load_sets
 from multiteacher.recipes.rerank.teachers import teacher_runs, training_teacher
 from multiteacher.recipes.rerank.training import (
     GroupDataset,
@@ -28,18 +29,29 @@ from multiteacher.recipes.rerank.training import (
 )
 
 
-def _row(split: str, spec: str, system: str, kind: str, metrics: dict[str, float], **extra: Any) -> dict[str, Any]:
-    return {"split": split, "set": spec, "system": system, "kind": kind, **extra, **metrics}
+def _first_stage(cfg: Config, key: str) -> str:
+    """The first stage a split key's set was re-ranked from (`<spec>@<label>`, else `data.first_stage`)."""
+    return key.split("@", 1)[1] if "@" in key else first_stage_label(cfg.data.first_stage)
+
+
+def _row(
+    cfg: Config, split: str, key: str, system: str, kind: str, metrics: dict[str, float], **extra: Any
+) -> dict[str, Any]:
+    return {
+        "split": split, "set": base_spec(key), "first_stage": _first_stage(cfg, key), "system": system,
+        "kind": kind, **extra, **metrics,
+    }
 
 
 def _baselines(cfg: Config, sets: dict[str, Any], teachers: dict[str, Any], splits: list[str]) -> dict[str, Any]:
-    """Measures of BM25 and every teacher run on the judged sets of `splits`."""
+    """Measures of the first stage (the run re-ranked, or the RRF of a union) and every teacher run on the
+    judged sets of `splits`."""
     res: dict[str, Any] = {}
     for split in splits:
         for spec, d in sets[split].items():
             if not d.qrels:
                 continue
-            systems = {"bm25": d.candidates}
+            systems = {_first_stage(cfg, spec): d.candidates}
             entry = teachers.get(f"{split}/{spec}")
             if entry:
                 systems.update({f"teacher:{n}": r for n, r in entry["members"].items()})
@@ -137,14 +149,16 @@ def run(cfg: Config, ctx: Any) -> dict[str, Any]:
     metrics: dict[str, float] = {}
     for split in splits:
         for spec, res in final[split].items():
-            rows.append(_row(split, spec, f"student:{cfg.objective}", "student", res["mean"], objective=cfg.objective))
+            rows.append(
+                _row(cfg, split, spec, f"student:{cfg.objective}", "student", res["mean"], objective=cfg.objective)
+            )
             for k, v in res["mean"].items():
                 metrics[f"{split}/{spec}/{k}"] = v
             if untrained:
-                rows.append(_row(split, spec, "student:untrained", "baseline", untrained[split][spec]["mean"]))
+                rows.append(_row(cfg, split, spec, "student:untrained", "baseline", untrained[split][spec]["mean"]))
     for key, res in base.items():
         split, spec, name = key.split("|")
-        rows.append(_row(split, spec, name, "baseline", res["mean"]))
+        rows.append(_row(cfg, split, spec, name, "baseline", res["mean"]))
     metrics["train/steps"] = float(result.steps)
     metrics["train/best_step"] = float(result.best_step)
     metrics["train/probe_loss_before"] = float(loss_before)

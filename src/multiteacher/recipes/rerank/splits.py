@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from multiteacher.config import quote, read_utf8
-from multiteacher.data.ir import IRData, load_ir, trec_dl_dir
+from multiteacher.data.ir import IRData, first_stage_candidates, load_ir, trec_dl_dir
 from multiteacher.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[4]
@@ -71,11 +71,72 @@ def top_k(d: IRData, k: int) -> IRData:
     Example:
         >>> top_k(dl19, 20).pairs()[:2]  # doctest: +SKIP
     """
-    cands = {q: dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:k]) for q, c in d.candidates.items()}
-    if all(len(cands[q]) == len(d.candidates[q]) for q in cands):
-        return d
+    if len(d.first_stage) > 1:  # a union: each run's top k, then their union in RRF order
+        cut = first_stage_candidates(d.runs, d.first_stage, k)
+        cands = {q: cut.get(q, {}) for q in d.candidates}
+    else:
+        cands = {q: dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:k]) for q, c in d.candidates.items()}
+        if all(len(cands[q]) == len(d.candidates[q]) for q in cands):
+            return d
     keep = {x for c in cands.values() for x in c}
-    return IRData(d.name, d.queries, {x: t for x, t in d.passages.items() if x in keep}, cands, d.qrels, d.runs)
+    return IRData(
+        d.name, d.queries, {x: t for x, t in d.passages.items() if x in keep}, cands, d.qrels, d.runs,
+        first_stage=d.first_stage,
+    )
+
+
+def first_stage_names(value: str | list[str]) -> tuple[str, ...]:
+    """A `data.first_stage` value as run names: `"bm25"` -> `("bm25",)`, a list -> its union's names.
+
+    Args:
+        value: one run name or a list of them.
+
+    Returns:
+        The names, in order.
+
+    Example:
+        >>> first_stage_names(["bm25", "splade-pp-ed"])
+        ('bm25', 'splade-pp-ed')
+    """
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def first_stage_label(value: str | list[str] | tuple[str, ...]) -> str:
+    """The name rows and tables use for a first stage: the run's name, or `a+b` for a union.
+
+    Args:
+        value: one run name or several.
+
+    Returns:
+        The label (also the "first stage" baseline row's system name).
+
+    Example:
+        >>> first_stage_label(["bm25", "splade-pp-ed"])
+        'bm25+splade-pp-ed'
+    """
+    return "+".join(first_stage_names(value) if not isinstance(value, tuple) else value)
+
+
+def base_spec(key: str) -> str:
+    """The set spec of a split key: test sets re-ranked from another first stage are keyed `<spec>@<label>`.
+
+    Args:
+        key: a split key, e.g. `trec-dl/dl19@splade-pp-ed`.
+
+    Returns:
+        The spec, e.g. `trec-dl/dl19`.
+
+    Example:
+        >>> base_spec("trec-dl/dl19@splade-pp-ed")
+        'trec-dl/dl19'
+    """
+    return key.split("@", 1)[0]
+
+
+def _load(spec: str, data_dir: Path, names: tuple[str, ...], k: int) -> IRData:
+    # the default first stage loads exactly as before (a BEIR folder may have one run of another name)
+    fs = None if names == ("bm25",) else names
+    return top_k(load_ir(norm_set(spec), data_dir, first_stage=fs), k)
 
 
 def set_dir(spec: str, data_dir: Path) -> Path | None:
@@ -98,14 +159,17 @@ def set_dir(spec: str, data_dir: Path) -> Path | None:
     return p if p.is_dir() else (data_dir / spec if (data_dir / spec).is_dir() else None)
 
 
-def load_test_set(spec: str, data_dir: Path, k: int, max_queries: int | None) -> IRData:
+def load_test_set(
+    spec: str, data_dir: Path, k: int, max_queries: int | None, first_stage: str | list[str] = "bm25"
+) -> IRData:
     """One test set, cut to top-`k` candidates and (for tiny runs) its first `max_queries` queries.
 
     Args:
         spec: the set spec.
         data_dir: the data directory.
-        k: candidates per query.
+        k: candidates per query (per run, for a union).
         max_queries: cap on queries, or None.
+        first_stage: the run (or runs: their union) whose candidates are re-ranked.
 
     Returns:
         The set.
@@ -113,12 +177,40 @@ def load_test_set(spec: str, data_dir: Path, k: int, max_queries: int | None) ->
     Example:
         >>> load_test_set("trec-dl/dl19", data_dir, 100, None)  # doctest: +SKIP
     """
-    d = top_k(load_ir(norm_set(spec), data_dir), k)
+    d = _load(spec, data_dir, first_stage_names(first_stage), k)
     return d.subset(d.qids[:max_queries]) if max_queries else d
+
+
+def test_first_stages(cfg: Any) -> list[tuple[str, ...]]:
+    """The first stages test sets are re-ranked from: `data.test_first_stage`, default `[data.first_stage]`.
+
+    Args:
+        cfg: the recipe config.
+
+    Returns:
+        One tuple of run names per first stage (several names: their union), without repeats.
+
+    Example:
+        >>> test_first_stages(cfg)  # doctest: +SKIP
+        [('bm25',), ('splade-pp-ed',)]
+    """
+    value = cfg.data.test_first_stage
+    if value is None:
+        return [first_stage_names(cfg.data.first_stage)]
+    items = [value] if isinstance(value, str) else value
+    out: list[tuple[str, ...]] = []
+    for item in items:
+        names = first_stage_names(item)
+        if names not in out:
+            out.append(names)
+    return out
 
 
 def load_sets(cfg: Any, data_dir: Path) -> dict[str, Any]:
     """Train / validation / test splits as {set name: IRData} (validation from the committed list).
+
+    Training and validation sets are re-ranked from `data.first_stage`; each test set from each of
+    `test_first_stages(cfg)`, keyed `<spec>` for `data.first_stage` and `<spec>@<label>` for another.
 
     Args:
         cfg: the recipe config (`data:` section).
@@ -135,8 +227,9 @@ def load_sets(cfg: Any, data_dir: Path) -> dict[str, Any]:
     """
     val_list = read_val_list(cfg.data.val_queries)
     train, val, test, loaded = {}, {}, {}, {}
+    main_fs = first_stage_names(cfg.data.first_stage)
     for spec in cfg.data.train:
-        d = loaded[spec] = top_k(load_ir(norm_set(spec), data_dir), cfg.data.top_k)
+        d = loaded[spec] = _load(spec, data_dir, main_fs, cfg.data.top_k)
         vq = [q for s, q in val_list if s == norm_set(spec) and q in d.candidates]
         missing = [q for s, q in val_list if s == norm_set(spec) and q not in d.candidates]
         if missing:
@@ -161,17 +254,19 @@ def load_sets(cfg: Any, data_dir: Path) -> dict[str, Any]:
     if not val:
         raise ConfigError(f"{cfg.data.val_queries} names no query of the training sets {cfg.data.train}")
     for spec in cfg.data.test:
-        d = loaded[spec] = loaded.get(spec) or top_k(load_ir(norm_set(spec), data_dir), cfg.data.top_k)
-        if cfg.data.max_test_queries:
-            d = d.subset(d.qids[: cfg.data.max_test_queries])
-        test[spec] = d
+        for fs in test_first_stages(cfg):
+            key = spec if fs == main_fs else f"{spec}@{first_stage_label(fs)}"
+            d = loaded[key] = loaded.get(key) or _load(spec, data_dir, fs, cfg.data.top_k)
+            if cfg.data.max_test_queries:
+                d = d.subset(d.qids[: cfg.data.max_test_queries])
+            test[key] = d
     full: dict[str, IRData] = {}
     for split in (train, val, test):
         for spec, d in split.items():
             qids = set(d.qids) | (set(full[spec].qids) if spec in full else set())
             src = loaded[spec]
             full[spec] = src if qids == set(src.qids) else src.subset(sorted(qids))
-    overlap = {(s, q) for s in test for q in test[s].qids} & {(s, q) for s in train for q in train[s].qids}
+    overlap = {(base_spec(s), q) for s in test for q in test[s].qids} & {(s, q) for s in train for q in train[s].qids}
     if overlap:
         raise ConfigError(f"data: test queries are also training queries ({sorted(overlap)[0]}) — fix data.train/test")
     return {"train": train, "val": val, "test": test, "all": full}

@@ -279,12 +279,12 @@ def teacher_runs(cfg: Any, ctx: Any, sets: dict[str, dict[str, IRData]]) -> dict
     Example:
         >>> teacher_runs(cfg, ctx, load_sets(cfg, ctx.data_dir))["train/trec-dl/dl21"]["fused"]  # doctest: +SKIP
     """
-    from multiteacher.recipes.rerank.splits import norm_set, set_dir
+    from multiteacher.recipes.rerank.splits import base_spec, norm_set, set_dir
 
     encoders: dict[str, Any] = {}
     per_set: dict[str, dict[str, Any]] = {}
     for spec, d in sets["all"].items():
-        folder = set_dir(norm_set(spec), ctx.data_dir)
+        folder = set_dir(norm_set(base_spec(spec)), ctx.data_dir)
         members = {
             m.name: teacher_run(m, d, folder, ctx.cache_dir, cfg.teachers.device, encoders)
             for m in cfg.teachers.members
