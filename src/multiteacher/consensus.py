@@ -34,11 +34,14 @@ __all__ = [
     "NORMALIZATIONS",
     "Vote",
     "agreement_mask",
+    "agreement_weights",
     "combine",
     "dispersion",
     "fuse_scores",
+    "kendall_tau",
     "mean",
     "median",
+    "median_rank_scores",
     "normalize_scores",
     "ranks",
     "trimmed_mean",
@@ -400,7 +403,7 @@ def combine(x: Tensor, method: str = "median", **kwargs) -> Tensor:
 # ----------------------------------------------------------------------------- ranking combiners
 
 NORMALIZATIONS = ("zscore", "minmax", "none")
-FUSION_METHODS = ("zscore", "minmax", "rrf")
+FUSION_METHODS = ("zscore", "minmax", "rrf", "median_rank", "agreement")
 
 
 def _valid_like(x: Tensor, valid: Tensor | None) -> Tensor:
@@ -494,7 +497,11 @@ def fuse_scores(
     renormalise). ``rrf`` (reciprocal-rank fusion, Cormack et al. 2009): ``Σ_k w_k / (rrf_k + r_k)``
     with ``r_k`` the 1-based rank among the candidates teacher k scored (ties by position); a missing
     teacher adds nothing, as in ``ranx``. A candidate is valid in the output when some teacher with a
-    positive weight scored it; invalid outputs are 0.
+    positive weight scored it; invalid outputs are 0. ``median_rank`` (NGC-style): see
+    :func:`median_rank_scores` (a missing teacher counts as ranking the candidate just below its
+    list; weights only select teachers, ``w_k > 0``). ``agreement``: the ``zscore`` fusion weighted
+    per query by :func:`agreement_weights` (times ``weights`` if given); no labels needed; a
+    candidate scored only by teachers of weight 0 stays in the output at the neutral z-score 0.
 
     Args:
         x: scores ``(B, K, N)`` (queries, teachers, candidates); higher is better.
@@ -518,10 +525,128 @@ def fuse_scores(
     v = _valid_like(x, valid)
     w = _weights(x, weights, 1)
     out_valid = (v & (w > 0)).any(1)
-    if method == "rrf":
+    if method == "agreement":  # candidates scored only by zero-agreement teachers stay valid, at z = 0
+        weights = agreement_weights(x, v & (w > 0)) * w[..., 0]
+        method = "zscore"
+    if method == "median_rank":
+        fused = median_rank_scores(x, v & (w > 0))
+    elif method == "rrf":
         r = ranks(x, v, dim=-1).to(x.dtype)
         contrib = torch.where(v, w / (rrf_k + r.clamp(min=1)), torch.zeros_like(x))
         fused = contrib.sum(1)
     else:
         fused = mean(normalize_scores(x, v, method, dim=-1), weights=weights, valid=v, dim=1, fill=0.0)
     return torch.where(out_valid, fused, torch.zeros_like(fused)), out_valid
+
+
+def median_rank_scores(x: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Median-rank consensus (NGC-style) of K rankings per query: ``(B, K, N)`` -> ``(B, N)`` scores.
+
+    Each teacher's candidates are ranked (:func:`ranks`, 1 = best, ties by position). A teacher that
+    did not rank a candidate counts as ranking it **just below its own list** (``n_k + 1``, ``n_k`` =
+    the candidates it ranked for that query): a first stage that did not retrieve a passage is evidence
+    against it, and taking the median only over the teachers that ranked it would let one weak
+    teacher's single vote put a passage on top. A teacher that ranked nothing for a query abstains
+    there. The score is ``-(median rank)``; ties of the median are broken by the mean rank (lower
+    first), scaled below half a rank step so it never overrides the median. Candidates no teacher
+    ranked get 0 (mark them invalid with ``(valid.any(1))``).
+
+    Args:
+        x: scores ``(B, K, N)``; higher is better.
+        valid: bool ``(B, K, N)`` (or broadcastable); None = all valid.
+
+    Returns:
+        ``(B, N)`` scores, higher = better consensus rank.
+
+    Example:
+        >>> x = torch.tensor([[[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [3.0, 1.0, 2.0]]])
+        >>> median_rank_scores(x)  # per candidate ranks (1,3,1), (2,1,3), (3,2,2): medians 1, 2, 2
+        tensor([[-1.1667, -2.2000, -2.2333]])
+    """
+    v = _valid_like(x, valid)
+    r = ranks(x, v, dim=-1).to(torch.float64)
+    n_k = v.sum(-1, keepdim=True)  # (B, K, 1)
+    covers = n_k > 0
+    r = torch.where(v, r, (n_k + 1).to(r.dtype))
+    med = median(r, valid=torch.broadcast_to(covers, r.shape), dim=1)
+    mu = mean(r, valid=torch.broadcast_to(covers, r.shape), dim=1)
+    scale = 2.0 * (x.shape[-1] + 2)
+    out = -(med + mu / scale)
+    any_v = v.any(1)
+    return torch.where(any_v, out, torch.zeros_like(out)).to(x.dtype if x.is_floating_point() else torch.float64)
+
+
+def kendall_tau(x: Tensor, y: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Kendall's τ-b between two score lists over their last dim, counting only entries valid in both.
+
+    ``τ_b = (C - D) / sqrt((n0 - n1)(n0 - n2))`` with C/D the concordant/discordant pairs, n0 all
+    pairs, n1/n2 the pairs tied in ``x``/``y`` (as ``scipy.stats.kendalltau``, variant ``b``). Lists
+    with fewer than 2 common entries, or constant in one of them, give 0 (no evidence of agreement).
+    Cost is O(N²) per list.
+
+    Args:
+        x: scores ``(..., N)``.
+        y: scores broadcastable to ``x``.
+        valid: bool mask broadcastable to ``x`` (entries where both lists have a score).
+
+    Returns:
+        ``(...)`` τ-b values in [-1, 1].
+
+    Example:
+        >>> kendall_tau(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 3.0, 2.0]))
+        tensor(0.3333)
+    """
+    x, y = torch.broadcast_tensors(x, y)
+    v = _valid_like(x, valid)
+    dx = torch.sign(x.unsqueeze(-1) - x.unsqueeze(-2))
+    dy = torch.sign(y.unsqueeze(-1) - y.unsqueeze(-2))
+    pair = (v.unsqueeze(-1) & v.unsqueeze(-2)).to(x.dtype)
+    pair = torch.triu(pair, diagonal=1)
+    dx = torch.nan_to_num(dx) * pair
+    dy = torch.nan_to_num(dy) * pair
+    s = (dx * dy).sum((-1, -2))
+    tx = (dx != 0).to(x.dtype).sum((-1, -2))
+    ty = (dy != 0).to(x.dtype).sum((-1, -2))
+    den = (tx * ty).sqrt()
+    return torch.where(den > 0, s / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(s))
+
+
+def agreement_weights(x: Tensor, valid: Tensor | None = None, base: str = "zscore", floor: float = 0.0) -> Tensor:
+    """Per-query teacher weights from agreement with the others: ``(B, K, N)`` -> ``(B, K)``, no labels.
+
+    For each query and teacher k, the leave-one-out consensus of the other teachers is their
+    ``base`` fusion (:func:`fuse_scores`); k's weight is Kendall's τ-b (:func:`kendall_tau`) between its
+    scores and that consensus over the candidates both ranked, clipped at ``floor`` (a teacher that
+    disagrees with the rest gets no say). A teacher that scored fewer than 2 candidates of a query, or
+    a query with a single teacher, gets τ = 0 there; a query where every weight is 0 falls back to
+    uniform weights over the teachers that scored something.
+
+    Args:
+        x: scores ``(B, K, N)``; higher is better.
+        valid: bool ``(B, K, N)``; None = all valid.
+        base: the fusion of the others (``zscore``, ``minmax``, ``rrf`` or ``median_rank``).
+        floor: lower clip of τ.
+
+    Returns:
+        ``(B, K)`` non-negative weights (not normalised).
+
+    Example:
+        >>> x = torch.tensor([[[3.0, 2.0, 1.0, 0.0], [3.0, 2.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 1.0, 2.0]]])
+        >>> agreement_weights(x)  # the third teacher disagrees with the others: weight 0
+        tensor([[0.6667, 0.9129, 0.0000, 0.6667]])
+    """
+    if base == "agreement" or base not in FUSION_METHODS:
+        raise ConfigError(f"agreement_weights: unknown base fusion {base!r}; choose zscore, minmax, rrf or median_rank")
+    v = _valid_like(x, valid)
+    B, K, _ = x.shape
+    out = torch.zeros(B, K, dtype=torch.float64)
+    if K > 1:
+        for k in range(K):
+            others = [j for j in range(K) if j != k]
+            cons, cv = fuse_scores(x[:, others], v[:, others], base)
+            out[:, k] = kendall_tau(x[:, k].to(torch.float64), cons.to(torch.float64), v[:, k] & cv)
+    w = out.clamp(min=floor)
+    has = v.any(-1)
+    none = (w * has).sum(1, keepdim=True) <= 0
+    w = torch.where(none, has.to(w.dtype), w * has)
+    return w.to(x.dtype if x.is_floating_point() else torch.float64)

@@ -22,6 +22,7 @@ from multiteacher.errors import ConfigError
 __all__ = [
     "Router",
     "RouterOutput",
+    "fit_router",
     "load_balance_cv",
     "load_balance_kl",
     "load_balance_kl_uniform",
@@ -301,3 +302,82 @@ class Router(nn.Module):
 
     def extra_repr(self) -> str:
         return f"K={self.num_teachers}, T={self.temperature}, top_k={self.top_k}, hard={self.hard}"
+
+
+def fit_router(
+    features: Tensor,
+    targets: Tensor,
+    target_temperature: float = 0.05,
+    balance: float = 0.01,
+    hidden: int = 32,
+    steps: int = 300,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-3,
+    seed: int = 0,
+) -> Router:
+    """Train a :class:`Router` that predicts, from an instance's features, which teacher(s) to follow.
+
+    MST-style routing for labelled instances (e.g. queries with qrels): the target of instance b is
+    ``softmax(targets[b] / target_temperature)`` over the teachers (``targets`` = each teacher's
+    quality on b, e.g. per-query nDCG@10), the loss the cross-entropy of the router's weights against
+    it plus ``balance`` × :func:`load_balance_kl` (so the router does not collapse onto one teacher
+    when the features carry no signal). Full-batch Adam, seeded, CPU; returns the router in eval mode.
+    Its ``weights`` on new instances feed a weighted fusion, e.g.
+    ``consensus.fuse_scores(x, valid, "zscore", weights=router(f).weights)``.
+
+    Args:
+        features: ``(Q, D)`` instance features (e.g. query embeddings).
+        targets: ``(Q, K)`` per-teacher quality (higher = follow that teacher).
+        target_temperature: ``> 0``; lower makes the target pick the best teacher.
+        balance: weight of the load-balance term.
+        hidden: router MLP width.
+        steps: optimiser steps.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        seed: seeds the router's initialisation.
+
+    Returns:
+        A trained :class:`Router` (``num_teachers = K``, ``in_features = D``), in eval mode.
+
+    Example:
+        >>> f = torch.tensor([[1.0], [-1.0]])
+        >>> r = fit_router(f, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), steps=100)
+        >>> r(f).weights.argmax(1).tolist()
+        [0, 1]
+    """
+    if features.ndim != 2 or targets.ndim != 2 or features.shape[0] != targets.shape[0]:
+        raise ValueError(f"fit_router expects features (Q, D) and targets (Q, K); got {tuple(features.shape)}, "
+                         f"{tuple(targets.shape)}")
+    if target_temperature <= 0:
+        raise ConfigError(f"fit_router: target_temperature must be > 0, got {target_temperature}")
+    gen = torch.Generator().manual_seed(seed)
+    f = features.detach().float()
+    mu, sd = f.mean(0, keepdim=True), f.std(0, keepdim=True, unbiased=False).clamp(min=1e-6)
+    router = Router(targets.shape[1], in_features=f.shape[1], hidden=hidden)
+    with torch.no_grad():
+        for p in router.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / math.sqrt(max(p.shape[-1], 1))) if p.ndim > 1
+                    else torch.zeros_like(p))
+    router.net = nn.Sequential(_Standardize(mu, sd), *router.net)
+    goal = (targets.detach().float() / target_temperature).softmax(-1)
+    opt = torch.optim.Adam(router.parameters(), lr=lr, weight_decay=weight_decay)
+    router.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        logp = router.net(f).log_softmax(-1)
+        loss = -(goal * logp).sum(-1).mean() + balance * load_balance_kl(logp.exp())
+        loss.backward()
+        opt.step()
+    return router.eval()
+
+
+class _Standardize(nn.Module):
+    """Fixed feature standardisation ``(x - mean) / std`` (statistics of the router's training set)."""
+
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
