@@ -659,7 +659,7 @@ def load_dir(
             if n not in found:
                 raise DataError(
                     f"set {_q(name or root.name)}: first-stage run {_q(n)} not found in {root} "
-                    f"(runs found: {', '.join(found) or 'none'}) — name one of them in data.first_stage"
+                    f"(runs found: {', '.join(found) or 'none'}) — name one of these"
                 )
         if len(fs) == 1:
             candidates = f"{fs[0]}.run"
