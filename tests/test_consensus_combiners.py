@@ -166,3 +166,22 @@ def test_per_query_weights_select_teacher() -> None:
     w = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     fused, _ = fuse_scores(x, method="zscore", weights=w)
     assert fused.argmax(1).tolist() == [0, 2]
+
+
+def test_zscore_floor_policy_matches_numpy() -> None:
+    x, v = _data(11, ties=False)
+    got, gv = fuse_scores(torch.tensor(x), torch.tensor(v), "zscore", missing="floor")
+    B, K, N = x.shape
+    ref = np.zeros((B, N))
+    for b in range(B):
+        cols = []
+        for k in range(K):
+            ok = v[b, k]
+            if not ok.any():
+                continue  # a teacher that scored nothing for the query abstains
+            z = (x[b, k] - x[b, k][ok].mean()) / x[b, k][ok].std()
+            cols.append(np.where(ok, z, z[ok].min()))  # missing: at the bottom of its list
+        ref[b] = np.mean(cols, 0)
+    np.testing.assert_allclose(np.where(gv.numpy(), got.numpy(), 0), np.where(v.any(1), ref, 0), atol=1e-12)
+    with pytest.raises(Exception, match="missing-teacher policy"):
+        fuse_scores(torch.tensor(x), torch.tensor(v), "zscore", missing="zero")

@@ -31,6 +31,7 @@ from multiteacher.errors import ConfigError
 __all__ = [
     "FUSION_METHODS",
     "METHODS",
+    "MISSING_POLICIES",
     "NORMALIZATIONS",
     "Vote",
     "agreement_mask",
@@ -404,6 +405,7 @@ def combine(x: Tensor, method: str = "median", **kwargs) -> Tensor:
 
 NORMALIZATIONS = ("zscore", "minmax", "none")
 FUSION_METHODS = ("zscore", "minmax", "rrf", "median_rank", "agreement")
+MISSING_POLICIES = ("drop", "floor")
 
 
 def _valid_like(x: Tensor, valid: Tensor | None) -> Tensor:
@@ -488,13 +490,15 @@ def fuse_scores(
     method: str = "zscore",
     weights: Tensor | None = None,
     rrf_k: float = 60.0,
+    missing: str = "drop",
 ) -> tuple[Tensor, Tensor]:
     """Fuse K teachers' candidate scores per query: ``(B, K, N)`` -> ``(B, N)`` and its valid mask.
 
     ``zscore`` / ``minmax``: each teacher's list is normalised over the candidates it scored
     (:func:`normalize_scores`), then the weighted mean over the teachers that scored the candidate
-    (``Σ_k w_k x̂_k / Σ_k w_k`` over valid k: a missing teacher drops out and the others' weights
-    renormalise). ``rrf`` (reciprocal-rank fusion, Cormack et al. 2009): ``Σ_k w_k / (rrf_k + r_k)``
+    (``Σ_k w_k x̂_k / Σ_k w_k`` over valid k: under ``missing="drop"`` a missing teacher drops out and
+    the others' weights renormalise; under ``"floor"`` it counts with its lowest normalised score).
+    ``rrf`` (reciprocal-rank fusion, Cormack et al. 2009): ``Σ_k w_k / (rrf_k + r_k)``
     with ``r_k`` the 1-based rank among the candidates teacher k scored (ties by position); a missing
     teacher adds nothing, as in ``ranx``. A candidate is valid in the output when some teacher with a
     positive weight scored it; invalid outputs are 0. ``median_rank`` (NGC-style): see
@@ -509,6 +513,10 @@ def fuse_scores(
         method: one of :data:`FUSION_METHODS`.
         weights: non-negative per-teacher weights ``(K,)`` or ``(B, K)``; None = all 1.
         rrf_k: RRF's rank offset.
+        missing: how ``zscore`` / ``minmax`` / ``agreement`` treat a teacher that scored some of the
+            query's candidates but not this one: ``drop`` (it drops out of the mean) or ``floor`` (it
+            counts with its lowest normalised score of the query, i.e. at the bottom of its list, the
+            rank-free analogue of ``median_rank``'s choice). See :data:`MISSING_POLICIES`.
 
     Returns:
         ``(fused (B, N), valid (B, N))``.
@@ -522,6 +530,8 @@ def fuse_scores(
         raise ValueError(f"fuse_scores expects (B, K, N) scores, got shape {tuple(x.shape)}")
     if method not in FUSION_METHODS:
         raise ConfigError(f"unknown fusion {method!r}; choose one of {', '.join(FUSION_METHODS)}")
+    if missing not in MISSING_POLICIES:
+        raise ConfigError(f"unknown missing-teacher policy {missing!r}; choose one of {', '.join(MISSING_POLICIES)}")
     v = _valid_like(x, valid)
     w = _weights(x, weights, 1)
     out_valid = (v & (w > 0)).any(1)
@@ -535,7 +545,14 @@ def fuse_scores(
         contrib = torch.where(v, w / (rrf_k + r.clamp(min=1)), torch.zeros_like(x))
         fused = contrib.sum(1)
     else:
-        fused = mean(normalize_scores(x, v, method, dim=-1), weights=weights, valid=v, dim=1, fill=0.0)
+        z = normalize_scores(x, v, method, dim=-1)
+        zv = v
+        if missing == "floor":
+            covers = v.any(-1, keepdim=True)
+            lo = torch.where(v, z, torch.full_like(z, float("inf"))).amin(-1, keepdim=True)
+            z = torch.where(v, z, torch.where(covers, lo, torch.zeros_like(lo)))
+            zv = v | covers
+        fused = mean(z, weights=weights, valid=zv, dim=1, fill=0.0)
     return torch.where(out_valid, fused, torch.zeros_like(fused)), out_valid
 
 
