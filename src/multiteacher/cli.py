@@ -1,4 +1,4 @@
-"""`multiteacher` command line: run | eval | report | data.
+"""`multiteacher` command line: run | eval | report | data | rerank.
 
 User errors (bad config, missing data, bad teacher outputs) print one line on stderr and exit 2,
 with no traceback and no half-made run directory.
@@ -52,6 +52,27 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--columns", nargs="+", help="numeric columns to show (default: all)")
     rep.add_argument("--by", nargs="+", metavar="KEY",
                      help="also group by these results.json fields, dotted (e.g. config.graph.hyperedges)")
+
+    rr = sub.add_parser(
+        "rerank",
+        help="re-rank a TREC run with a cross-encoder folder (an exported student or any HF cross-encoder)",
+        description="Re-rank each query's top-k documents of RUN with MODEL (a Hugging Face sequence-"
+        "classification folder with one label, e.g. a rerank run's model/) and write them, ordered by the "
+        "model's raw score, as a TREC run to OUT (atomically; nothing is written when an input is bad).",
+    )
+    rr.add_argument("model", metavar="MODEL", help="cross-encoder folder (config.json, weights, tokenizer)")
+    rr.add_argument("--queries", required=True, metavar="Q", help="queries: TSV 'qid<TAB>text' or BEIR .jsonl")
+    rr.add_argument("--corpus", required=True, metavar="C",
+                    help="passages: BEIR corpus.jsonl (_id, title, text) or TSV 'docid<TAB>text'")
+    rr.add_argument("--run", required=True, metavar="RUN", help="the TREC run to re-rank (qid Q0 docid rank score tag)")
+    rr.add_argument("--out", required=True, metavar="OUT", help="where the re-ranked TREC run is written")
+    rr.add_argument("--top-k", type=int, default=100, metavar="K",
+                    help="documents re-ranked per query, by the run's score (default 100; 0 = all); only these "
+                         "are written")
+    rr.add_argument("--batch-size", type=int, default=32, metavar="B", help="pairs per forward pass (default 32)")
+    rr.add_argument("--max-length", type=int, metavar="L",
+                    help="tokens per pair (default: the tokenizer's limit, at most 512)")
+    rr.add_argument("--tag", default="multiteacher", help="the run tag column (default multiteacher)")
 
     d = sub.add_parser("data", help="list or check the named datasets")
     d.add_argument("action", choices=["list", "check"])
@@ -130,6 +151,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rerank(args: argparse.Namespace) -> int:
+    from multiteacher.errors import ConfigError
+    from multiteacher.models.cross_encoder import rerank_files
+
+    for flag, value, low, high in (("--top-k", args.top_k, 0, 10**6), ("--batch-size", args.batch_size, 1, 65536),
+                                   ("--max-length", args.max_length, 2, 8192)):
+        if value is not None and not low <= value <= high:
+            raise ConfigError(f"rerank {flag} {value}: must be between {low} and {high}")
+    info = rerank_files(args.model, args.queries, args.corpus, args.run, args.out, top_k=args.top_k or None,
+                        batch_size=args.batch_size, max_length=args.max_length, tag=args.tag)
+    print(f"re-ranked {info['pairs']} pairs of {info['queries']} queries -> {args.out}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from multiteacher.data.registry import load_all, resolve_data_dir
     from multiteacher.errors import DataError
@@ -157,7 +192,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The `multiteacher` command: `run | eval | report | data`.
+    """The `multiteacher` command: `run | eval | report | data | rerank`.
 
     Args:
         argv: the arguments (default: `sys.argv[1:]`).
@@ -170,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         0
     """
     args = _parser().parse_args(argv)
-    handlers: dict[str, Any] = {"run": cmd_run, "eval": cmd_eval, "report": cmd_report, "data": cmd_data}
+    handlers: dict[str, Any] = {"run": cmd_run, "eval": cmd_eval, "report": cmd_report, "data": cmd_data,
+                                "rerank": cmd_rerank}
     try:
         return int(handlers[args.cmd](args))
     except UserError as e:

@@ -163,6 +163,34 @@ def read_corpus_jsonl(path: str | Path, ids: Iterable[str] | None = None) -> dic
     return out
 
 
+def read_corpus_tsv(path: str | Path, ids: Iterable[str] | None = None) -> dict[str, str]:
+    """Passages from `docid<TAB>text` lines (MS MARCO `collection.tsv` style); optionally only `ids`.
+
+    Args:
+        path: the TSV file.
+        ids: keep only these passage ids, or None for all.
+
+    Returns:
+        `{docid: text}`; a malformed line or a repeated id is a one-line DataError naming file and line.
+
+    Example:
+        >>> read_corpus_tsv("collection.tsv", ids=["7067032"])  # doctest: +SKIP
+    """
+    keep = set(ids) if ids is not None else None
+    out: dict[str, str] = {}
+    for i, line in _lines(Path(path)):
+        did, sep, text = line.partition("\t")
+        did = did.strip()
+        if not sep or not did:
+            raise DataError(f"{path}:{i}: expected 'docid<TAB>text', got {_q(line)}")
+        if keep is not None and did not in keep:
+            continue
+        if did in out:
+            raise DataError(f"{path}:{i}: passage id {_q(did)} appears twice — keep one line per passage")
+        out[did] = text
+    return out
+
+
 def read_trec_run(path: str | Path) -> Run:
     """TREC run `qid Q0 docid rank score tag` -> {qid: {docid: score}} (score: higher is better).
 
