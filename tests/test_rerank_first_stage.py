@@ -12,20 +12,21 @@ import ir_measures
 import pytest
 
 from multiteacher.config import load_config
-from multiteacher.data.ir import first_stage_candidates, rrf_run
+from multiteacher.data.ir import first_stage_candidates
 from multiteacher.runs import execute_run
 from tests.conftest import REPO, require_data
 
 TINY = REPO / "recipes" / "rerank-trecdl-tiny.yaml"
 
 
-def test_rrf_run_golden() -> None:
-    # hand-computed with k=60: a ranks x1 y2 z3, b ranks y1 w2
+def test_first_stage_union_golden() -> None:
+    # hand-computed RRF with k=60: a ranks x1 y2 z3, b ranks y1 w2
     runs = {"a": {"q": {"x": 3.0, "y": 2.0, "z": 1.0}}, "b": {"q": {"y": 0.9, "w": 0.1}}}
-    fused = rrf_run(runs)
+    fused = first_stage_candidates(runs, ["a", "b"])
     assert fused["q"] == pytest.approx({"x": 1 / 61, "y": 1 / 62 + 1 / 61, "z": 1 / 63, "w": 1 / 62})
     # ties are ranked by document id, as in write_trec_run: 'a' before 'b'
-    assert rrf_run({"r": {"q": {"b": 1.0, "a": 1.0}}}, k=0)["q"] == {"a": 1.0, "b": 0.5}
+    tied = first_stage_candidates({"r": {"q": {"b": 1.0, "a": 1.0}}, "s": {"q": {"c": 1.0}}}, ["r", "s"])
+    assert tied["q"] == pytest.approx({"a": 1 / 61, "b": 1 / 62, "c": 1 / 61})
     # a union cuts each run to its top k before fusing: z (a's rank 3) and w (b's rank 2) drop at k=1
     cut = first_stage_candidates(runs, ["a", "b"], k=1)
     assert cut["q"] == pytest.approx({"x": 1 / 61, "y": 1 / 61})

@@ -590,36 +590,12 @@ def _find_qrels(root: Path, split: str) -> Qrels | None:
     return None
 
 
-def rrf_run(runs: Mapping[str, Run], k: int = 60) -> Run:
-    """Reciprocal-rank fusion of runs: per query, each document scores sum over runs of 1 / (k + rank).
-
-    Why: the union of several first stages' candidates needs one order for its "first stage" baseline
-    row; RRF (Cormack et al., SIGIR 2009) needs no score calibration. A run that did not retrieve a
-    document adds nothing for it. Ranks are by descending score, ties by document id (as `write_trec_run`).
-
-    Args:
-        runs: `{name: {qid: {docid: score}}}`.
-        k: the RRF constant (60, as in the paper).
-
-    Returns:
-        `{qid: {docid: fused score}}` over the union of the runs' documents.
-
-    Example:
-        >>> rrf_run({"a": {"q": {"x": 2.0, "y": 1.0}}, "b": {"q": {"y": 5.0}}}, k=1)
-        {'q': {'x': 0.5, 'y': 0.8333333333333333}}
-    """
-    out: Run = {}
-    for run in runs.values():
-        for qid, docs in run.items():
-            fused = out.setdefault(qid, {})
-            ranked = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
-            for rank, (did, _) in enumerate(ranked, 1):
-                fused[did] = fused.get(did, 0.0) + 1.0 / (k + rank)
-    return out
-
-
 def first_stage_candidates(runs: Mapping[str, Run], names: Sequence[str], k: int | None = None) -> Run:
     """Candidates from the top-`k` of each named run: the run itself, or the union of several (RRF order).
+
+    The union's order (its "first stage" baseline) is reciprocal-rank fusion (Cormack et al., SIGIR 2009;
+    `fuse_runs(..., "rrf")`, k = 60): no score calibration needed, and a run that did not retrieve a
+    document adds nothing for it.
 
     Args:
         runs: the set's runs by name (`bm25` included).
@@ -641,7 +617,7 @@ def first_stage_candidates(runs: Mapping[str, Run], names: Sequence[str], k: int
 
     if len(names) == 1:
         return cut(runs[names[0]])
-    return rrf_run({n: cut(runs[n]) for n in names})
+    return fuse_runs({n: cut(runs[n]) for n in names}, "rrf")
 
 
 def load_dir(
@@ -657,7 +633,7 @@ def load_dir(
     `*.run` files are kept in `IRData.runs`. Without any run file every query is paired with every
     qrels-judged document (BEIR without a first stage). `first_stage` instead names runs by their stem
     (`bm25`, `splade-pp-ed`): one is re-ranked as `candidates` would be; several are re-ranked as
-    their union, ordered by `rrf_run`, and all stay in `IRData.runs`.
+    their union, ordered by reciprocal-rank fusion (`first_stage_candidates`), and all stay in `IRData.runs`.
 
     Args:
         root: the directory.
