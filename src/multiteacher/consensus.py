@@ -14,6 +14,9 @@ and by multi-teacher ensembles. Ranking combiners (:func:`normalize_scores`, :fu
 :func:`fuse_scores`) take per-query candidate scores ``(B, K, N)`` = (queries, teachers, candidates)
 with a ``valid`` mask: a teacher that did not score a candidate (a ranker that did not retrieve it)
 is missing there, not given a made-up score; ``data.ir.runs_to_tensor`` builds that layout from runs.
+:data:`FUSION_METHODS` (the config choices) are z-score / min-max means, reciprocal-rank fusion,
+median rank (:func:`median_rank_scores`) and agreement-weighted consensus (:func:`agreement_weights`,
+Kendall τ-b via :func:`kendall_tau`); each op's docstring says how it treats a missing teacher.
 Tests compare each op with numpy / scipy (``np.ma.average``,
 ``np.ma.median``, ``scipy.stats.trim_mean``, ``scipy.stats.median_abs_deviation``).
 """

@@ -1,7 +1,8 @@
 """Instance-level routing over K teachers: gates, top-k selection, load-balancing losses, statistics.
 
 Used by MST-Distill (Li et al., ACM MM 2025), where a router picks, per instance, which specialised
-teacher the student distils from. Pure functions first; :class:`Router` is a thin module on top.
+teacher the student distils from. Pure functions first; :class:`Router` is a thin module on top;
+:func:`fit_router` trains one on labelled instances (e.g. per-query teacher quality in re-ranking).
 
 Shapes: router ``logits`` are ``(B, K)``; routing ``probs``/``weights`` are ``(B, K)`` rows summing to 1.
 References: top-k gating and the coefficient-of-variation balance loss follow Shazeer et al.,
