@@ -80,13 +80,12 @@ def evaluate(cfg: Any, ctx: Any) -> dict[str, float]:
         >>> evaluate(cfg, ctx)  # doctest: +SKIP
         {'trec-dl/dl19/nDCG@10': 0.62, ...}
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from multiteacher.models.cross_encoder import load_cross_encoder
 
     path = ctx.run_dir / "model"
     if not (path / "config.json").exists():
         raise DataError(f"{ctx.run_dir}: no exported model under model/ — finish the run first")
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    tok = AutoTokenizer.from_pretrained(path)
+    model, tok = load_cross_encoder(path)  # a damaged export is one line
     out: dict[str, float] = {}
     main_fs = first_stage_names(cfg.data.first_stage)
     for spec in cfg.data.test:
