@@ -87,6 +87,16 @@ def test_splade_first_stage_and_union(tmp_path: Path, data_dir: Path) -> None:
     expect = ir_measures.calc_aggregate([ir_measures.nDCG @ 10], qrels, rrf)[ir_measures.nDCG @ 10]
     (row,) = [r for r in union if r["system"] == "bm25+splade-pp-ed"]
     assert row["nDCG@10"] == pytest.approx(expect, abs=1e-9)
+    # the sweep summary names each table's first stage and tests the student against it
+    from multiteacher.recipes.rerank.sweep import summarize
+
+    summary = summarize([tmp_path / "r"], tmp_path / "sum")
+    assert summary["sets"]["trec-dl/dl19"]["first_stage"] == "splade-pp-ed"
+    assert "vs splade-pp-ed" in summary["sets"]["trec-dl/dl19"]["tests"]
+    assert summary["sets"]["trec-dl/dl19@bm25+splade-pp-ed"]["first_stage"] == "bm25+splade-pp-ed"
+    md = (tmp_path / "sum" / "summary.md").read_text()
+    assert "### Test set trec-dl/dl19, first stage splade-pp-ed " in md
+    assert "### Test set trec-dl/dl19, first stage bm25+splade-pp-ed " in md
 
 
 def test_missing_first_stage_run_is_one_line(tmp_path: Path, data_dir: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from multiteacher.errors import ConfigError, UserError
 from multiteacher.io import atomic_write_json, atomic_write_text
 from multiteacher.recipes.rerank.objectives import OBJECTIVE_NAMES, PAPER_OBJECTIVES
+from multiteacher.recipes.rerank.splits import first_stage_label
 from multiteacher.report import mean_std
 
 OBJECTIVES = PAPER_OBJECTIVES  # the sweep's default: the paper's six objectives, from the one registry
@@ -105,6 +106,7 @@ def summarize(run_dirs: list[Path], out: Path, measure: str = "nDCG@10", n_resam
     systems: dict[str, dict[str, dict[str, list]]] = {}  # set -> system -> measure -> [per-seed mean]
     perq: dict[str, dict[str, list[dict[str, float]]]] = {}  # set -> system -> [per-seed per-query (measure)]
     val_means: dict[str, list[float]] = {}
+    first_stages: dict[str, str] = {}  # test set key -> the first stage it re-ranked
     times: dict[str, list[float]] = {}
     origin: dict[str, Path] = {}  # objective -> the sweep directory its runs come from
     for d in done:
@@ -115,6 +117,9 @@ def summarize(run_dirs: list[Path], out: Path, measure: str = "nDCG@10", n_resam
             raise ConfigError(f"objective {obj!r} comes from both {origin[obj]} and {d.parent} — "
                               "pass the runs of one sweep per objective")
         times.setdefault(obj, []).append(float(res.get("wall_time_s", 0.0)))
+        main_fs = first_stage_label(res["config"].get("data", {}).get("first_stage", "bm25"))
+        for spec in pq["student"].get("test", {}):
+            first_stages[spec] = spec.split("@", 1)[1] if "@" in spec else main_fs
         for spec, r in pq["student"].get("test", {}).items():
             _add(systems, perq, spec, f"student:{obj}", r, measure)
         for spec, r in pq.get("untrained", {}).get("test", {}).items():
@@ -140,7 +145,9 @@ def summarize(run_dirs: list[Path], out: Path, measure: str = "nDCG@10", n_resam
         families: dict[str, dict[str, tuple[str, str]]] = {"objective_vs_objective": {}}
         for a, b in itertools.combinations(students, 2):
             families["objective_vs_objective"][f"{a} vs {b}"] = (a, b)
-        for ref in ("teacher:fused", best_single, "student:untrained", "teacher:listwise", "bm25"):
+        fs = first_stages.get(spec, "bm25")
+        refs = ("teacher:fused", best_single, "student:untrained", "teacher:listwise", "bm25")
+        for ref in refs + ((fs,) if fs not in refs else ()):  # the first stage re-ranked is a reference
             if ref and ref in avg:
                 families[f"vs {ref}"] = {f"{s} vs {ref}": (s, ref) for s in students}
         tests: dict[str, Any] = {}
@@ -151,7 +158,7 @@ def summarize(run_dirs: list[Path], out: Path, measure: str = "nDCG@10", n_resam
             }
             adj = holm({k: r.p_value for k, r in raw.items()}) if raw else {}
             tests[fam] = {k: {"diff": r.statistic, "p": r.p_value, "p_holm": adj[k], "n": r.n} for k, r in raw.items()}
-        summary["sets"][spec] = {"table": table, "tests": tests}
+        summary["sets"][spec] = {"table": table, "tests": tests, "first_stage": fs}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", summary_markdown(summary))
     return summary
@@ -180,7 +187,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     for spec, s in summary["sets"].items():
         measures = sorted({m for row in s["table"].values() for m in row})
         lines += [
-            f"### Test set {spec} (mean ± std over seeds; n = runs)",
+            f"### Test set {spec.split('@')[0]}, first stage {s.get('first_stage', 'bm25')} "
+            "(mean ± std over seeds; n = runs)",
             "",
             "| system | " + " | ".join(measures) + " | n |",
             "|---|" + "---|" * (len(measures) + 1),
