@@ -4,8 +4,8 @@ A re-ranking cross-encoder student is trained with one of the paper's objectives
 InfoNCE (qrels); MarginMSE (teacher margins); DistillRankNet, ADR-MSE (teacher rankings); ListNet
 as an extra — from a per-query fused teacher ensemble (bi-encoders, BM25) or LLM orderings, then
 re-ranks the top-100 of a named first stage (`data.first_stage`: BM25 by default, SPLADE++, or a union
-of runs; `data.test_first_stage` for several on the test sets). A committed validation query list from the training fold
-drives early stopping; test sets are only scored with the frozen config.
+of runs; `data.test_first_stage` for several on the test sets). A committed validation query list
+from the training fold drives early stopping; test sets are only scored with the frozen config.
 
 Modules, one job each: `config` (the pydantic config), `objectives` (one spec per objective),
 `splits` (train / validation / test sets), `teachers` (which engine teachers the config names, and
