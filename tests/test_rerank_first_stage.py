@@ -33,6 +33,17 @@ def test_first_stage_union_golden() -> None:
     assert first_stage_candidates(runs, ["b"], k=1) == {"q": {"y": 0.9}}
 
 
+def test_splade_recipe_config() -> None:
+    cfg = load_config(REPO / "recipes" / "rerank-trecdl-splade.yaml")
+    assert cfg.data.first_stage == "splade-pp-ed" and cfg.data.test_first_stage == ["splade-pp-ed", "bm25"]
+    assert cfg.data.train == ["trec-dl/dl21", "trec-dl/dl22"] and cfg.data.top_k == 100  # fold A otherwise
+    from multiteacher.errors import ConfigError
+
+    for bad in ("data.first_stage=[]", "data.first_stage=bm25.run", "data.test_first_stage=[[]]"):
+        with pytest.raises(ConfigError, match="first_stage"):
+            load_config(TINY, [bad])
+
+
 def _ndcg10(run_file: Path, qrels_file: Path, qids: set[str]) -> float:
     """nDCG@10 of a run file on `qids`, straight from ir_measures (no project code)."""
     run = [r for r in ir_measures.read_trec_run(str(run_file)) if r.query_id in qids]

@@ -65,7 +65,7 @@ class DataConfig(StrictModel):
     def _names(cls, v: Any) -> Any:
         items = [v] if isinstance(v, str) else (v or [])
         flat = [x for item in items for x in ([item] if isinstance(item, str) else item)]
-        if isinstance(v, list) and not v:
+        if isinstance(v, list) and (not v or any(isinstance(item, list) and not item for item in v)):
             raise ValueError("give at least one run name (e.g. bm25)")
         if any(not x or "/" in x or x.endswith(".run") for x in flat):
             raise ValueError("run names are file stems in the set's folder, e.g. `bm25` or `splade-pp-ed`")
