@@ -116,14 +116,14 @@ def test_rerank_top_k_jsonl_queries_tsv_corpus(files: dict[str, Path], capsys: p
             assert s == pytest.approx(ref[(q, d)], abs=1e-4)
 
 
-def _bad(files: dict[str, Path], capsys: pytest.CaptureFixture, **change: str) -> str:
+def _bad(files: dict[str, Path], capsys: pytest.CaptureFixture, *extra: str, **change: str) -> str:
     args = {"model": str(files["model"]), "queries": str(files["queries"]), "corpus": str(files["corpus"]),
             "run": str(files["run"]), "top_k": "20"}
     args.update(change)
     out = files["tmp"] / "kept.run"
     out.write_text("old\n")
     rc = main(["rerank", args["model"], "--queries", args["queries"], "--corpus", args["corpus"], "--run",
-               args["run"], "--out", str(out), "--top-k", args["top_k"]])
+               args["run"], "--out", str(out), "--top-k", args["top_k"], *extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
     assert out.read_text() == "old\n"  # nothing half-written, the old file untouched
@@ -160,3 +160,4 @@ def test_rerank_bad_inputs(files: dict[str, Path], capsys: pytest.CaptureFixture
                architectures=["BertForSequenceClassification"], num_labels=1).save_pretrained(tmp / "no-weights")
     assert "cannot load" in _bad(files, capsys, model=str(tmp / "no-weights"))
     assert "--top-k" in _bad(files, capsys, top_k="-1")
+    assert "--device bogus" in _bad(files, capsys, "--device", "bogus")

@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("--max-length", type=int, metavar="L",
                     help="tokens per pair (default: the tokenizer's limit, at most 512)")
     rr.add_argument("--tag", default="multiteacher", help="the run tag column (default multiteacher)")
+    rr.add_argument("--device", default="auto",
+                    help="auto (a GPU when there is one, else the CPU, with ONNX Runtime when installed), cpu, cuda")
 
     d = sub.add_parser("data", help="list or check the named datasets")
     d.add_argument("action", choices=["list", "check"])
@@ -160,7 +162,8 @@ def cmd_rerank(args: argparse.Namespace) -> int:
         if value is not None and not low <= value <= high:
             raise ConfigError(f"rerank {flag} {value}: must be between {low} and {high}")
     info = rerank_files(args.model, args.queries, args.corpus, args.run, args.out, top_k=args.top_k or None,
-                        batch_size=args.batch_size, max_length=args.max_length, tag=args.tag)
+                        batch_size=args.batch_size, max_length=args.max_length, tag=args.tag,
+                        device=args.device)
     print(f"re-ranked {info['pairs']} pairs of {info['queries']} queries -> {args.out}")
     return 0
 

@@ -173,6 +173,7 @@ def rerank_files(
     max_length: int | None = None,
     tag: str = "multiteacher",
     progress: bool = True,
+    device: str = "auto",
 ) -> dict[str, int]:
     """Read and check every input, re-rank the run's top-k with the model, write the new run atomically.
 
@@ -190,6 +191,7 @@ def rerank_files(
         max_length: tokens per pair (default: the tokenizer's limit, at most 512).
         tag: the run tag column.
         progress: show a progress bar.
+        device: `auto` (a GPU when there is one, else the CPU), `cpu`, `cuda`, `cuda:1`, ...
 
     Returns:
         `{"queries": ..., "pairs": ...}` re-ranked.
@@ -218,6 +220,14 @@ def rerank_files(
                                 f"{corpus_file} — give the corpus this run was made from")
     limit = getattr(tok, "model_max_length", 512) or 512
     length = max_length or int(min(512, limit))
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        model.to(torch.device(device))
+    except (RuntimeError, AssertionError) as e:
+        raise DataError(f"--device {device}: not usable here ({str(e).splitlines()[0][:100]})") from None
     scored = rerank(model, tok, queries, passages, run, length, batch_size, progress)
     try:
         write_trec_run(out, scored, tag=tag)
