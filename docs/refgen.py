@@ -284,6 +284,7 @@ API_PAGES = {  # module prefix -> API page
     "multiteacher.metrics": "metrics.md", "multiteacher.engine": "engine.md", "multiteacher.runs": "runs.md",
     "multiteacher.config": "runs.md", "multiteacher.report": "runs.md", "multiteacher.schema": "runs.md",
     "multiteacher.recipe_registry": "runs.md", "multiteacher.stats": "runs.md", "multiteacher.data.ir": "data.md",
+    "multiteacher.models": "models.md",
 }
 
 

@@ -55,11 +55,16 @@ _EXPORTS: dict[str, str] = {
     # ranking consensus: candidate scores (B, K, N) -> (B, N)
     "normalize_scores": "multiteacher.consensus:normalize_scores",
     "fuse_scores": "multiteacher.consensus:fuse_scores",
+    "median_rank_scores": "multiteacher.consensus:median_rank_scores",
+    "agreement_weights": "multiteacher.consensus:agreement_weights",
+    "kendall_tau": "multiteacher.consensus:kendall_tau",
     "runs_to_tensor": "multiteacher.data.ir:runs_to_tensor",
     "tensor_to_run": "multiteacher.data.ir:tensor_to_run",
     "fuse_runs": "multiteacher.data.ir:fuse_runs",
     "read_trec_run": "multiteacher.data.ir:read_trec_run",
     "write_trec_run": "multiteacher.data.ir:write_trec_run",
+    "load_cross_encoder": "multiteacher.models.cross_encoder:load_cross_encoder",
+    "rerank_files": "multiteacher.models.cross_encoder:rerank_files",
     # routing: per-instance gates over teachers
     "Router": "multiteacher.routing:Router",
     "softmax_weights": "multiteacher.routing:softmax_weights",
@@ -68,6 +73,7 @@ _EXPORTS: dict[str, str] = {
     "load_balance_kl_uniform": "multiteacher.routing:load_balance_kl_uniform",
     "load_balance_cv": "multiteacher.routing:load_balance_cv",
     "routing_stats": "multiteacher.routing:routing_stats",
+    "fit_router": "multiteacher.routing:fit_router",
     # distillation losses
     "kd_kl": "multiteacher.losses.kd:kd_kl",
     "multi_teacher_kd": "multiteacher.losses.kd:multi_teacher_kd",

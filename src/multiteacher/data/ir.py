@@ -454,6 +454,7 @@ def fuse_runs(
     weights: Iterable[float] | None = None,
     rrf_k: float = 60.0,
     candidates: Mapping[str, Iterable[str]] | None = None,
+    missing: str = "drop",
 ) -> Run:
     """Fuse {teacher: run} per query with the engine combiner `consensus.fuse_scores`.
 
@@ -467,6 +468,8 @@ def fuse_runs(
         weights: one non-negative weight per teacher; default all 1.
         rrf_k: RRF's rank offset.
         candidates: passages to fuse per query; default: those some teacher scored.
+        missing: how a teacher that did not score a passage counts (`consensus.MISSING_POLICIES`):
+            `drop` (it abstains) or `floor` (at its lowest score of the query).
 
     Returns:
         The fused run (passages no positively weighted teacher scored are left out).
@@ -483,7 +486,7 @@ def fuse_runs(
     w = None if weights is None else torch.tensor(list(weights), dtype=torch.float64)
     if w is not None and len(w) != len(t.teachers):
         raise ValueError(f"{len(w)} weights for {len(t.teachers)} teachers")
-    fused, valid = fuse_scores(t.scores, t.valid, method, w, rrf_k)
+    fused, valid = fuse_scores(t.scores, t.valid, method, w, rrf_k, missing=missing)
     return tensor_to_run(fused, valid, t.qids, t.docids)
 
 

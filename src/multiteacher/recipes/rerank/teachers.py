@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from multiteacher.config import StrictModel
-from multiteacher.consensus import FUSION_METHODS
+from multiteacher.consensus import FUSION_METHODS, MISSING_POLICIES
 from multiteacher.data.ir import IRData, fuse_runs, hofstaetter_run
 from multiteacher.errors import ConfigError, DataError
 from multiteacher.io import sha256_file
@@ -27,6 +27,7 @@ from multiteacher.teachers.text import BiEncoderTeacher, CrossEncoderTeacher, Ru
 
 Run = dict[str, dict[str, float]]
 Fusion = Literal[FUSION_METHODS]  # type: ignore[valid-type]  # generated from the engine's combiners
+Missing = Literal[MISSING_POLICIES]  # type: ignore[valid-type]
 
 
 class TeacherSpec(StrictModel):
@@ -69,7 +70,11 @@ class TeachersConfig(StrictModel):
 
     members: list[TeacherSpec] = Field(default_factory=list, description="The teachers fused into one.")
     fusion: Fusion = Field(  # type: ignore[valid-type]
-        "zscore", description="Per-query combiner (`consensus.fuse_scores`): zscore | minmax mean, or rrf."
+        "zscore", description="Per-query combiner (`consensus.fuse_scores`, choices from `FUSION_METHODS`).",
+    )
+    missing: Missing = Field(  # type: ignore[valid-type]
+        "drop", description="How a member that did not score a passage counts (`consensus.MISSING_POLICIES`): "
+        "drop = it abstains there; floor = at its lowest score of the query.",
     )
     tune_weights: bool = Field(
         False, description="Choose the members' weights on the validation queries (grid search by val nDCG@10)."
@@ -220,7 +225,7 @@ def fused_run(cfg: TeachersConfig, member_runs: dict[str, Run], weights: dict[st
     if not names:
         raise ConfigError("teachers.members is empty — name at least one teacher for distillation objectives")
     w = [weights[n] if weights else m.weight for n, m in zip(names, cfg.members)]
-    return fuse_runs({n: member_runs[n] for n in names}, cfg.fusion, w, cfg.rrf_k)
+    return fuse_runs({n: member_runs[n] for n in names}, cfg.fusion, w, cfg.rrf_k, missing=cfg.missing)
 
 
 def tune_weights(
