@@ -7,7 +7,7 @@ TORCH_PIN := torch==2.13.0
 export MULTITEACHER_DATA ?= $(abspath ../shared/data)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test lint docs coverage models bench reliability clean
+.PHONY: install demo test lint docs coverage models bench bench-quick reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -53,6 +53,12 @@ models: install  ## local encoders for the rerank recipe under ./models/ (hub na
 bench: install
 	$(BIN)/pip install -q -e ".[dev,bench]"
 	OMP_NUM_THREADS=1 $(BIN)/python -m bench.run_all
+
+# every benchmark row at reduced sizes and repeats (a few minutes), into bench/results-quick.json:
+# a smoke check before a commit that touches the engine; bench/results.json is left alone
+bench-quick: install
+	$(BIN)/pip install -q -e ".[dev,bench]"
+	OMP_NUM_THREADS=1 $(BIN)/python -m bench.run_all --quick
 
 reliability: install
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/reliability.py --trials 10

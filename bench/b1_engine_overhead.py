@@ -26,10 +26,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from bench.common import Row, Skip, Timing, alternate, ratio_row, run_single, timed
+from bench.common import Row, Skip, Timing, alternate, pick, ratio_row, run_single, timed
 
 BATCH = 64
-REPEATS = 5
+REPEATS = pick(5, 1)
 
 
 def mlp() -> nn.Module:
@@ -132,8 +132,8 @@ def run() -> list[Row]:
         import multiteacher.engine.loop  # noqa: F401
     except ImportError as e:
         raise Skip(f"multiteacher.engine.loop not importable ({e})") from None
-    return [*case("MLP 256-256-256-10", mlp, "mlp", 4096, 300, with_ckpt=True),
-            *case("CNN 3x32x32", cnn, "cnn", 2048, 60, with_ckpt=False, repeats=9)]
+    return [*case("MLP 256-256-256-10", mlp, "mlp", 4096, pick(300, 100), with_ckpt=True),
+            *case("CNN 3x32x32", cnn, "cnn", 2048, pick(60, 10), with_ckpt=False, repeats=pick(9, 1))]
 
 
 def main() -> None:

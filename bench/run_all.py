@@ -1,6 +1,10 @@
 """Run every benchmark of issue 8, write `bench/results.json` and print one table of ratios.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.run_all [B1 B5 ...]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.run_all [--quick] [B1 B5 ...]
+
+`--quick` (`make bench-quick`, a few minutes): every row at reduced sizes and repeats (`BENCH_QUICK=1`,
+read by each module through `bench.common.pick`), written to `bench/results-quick.json`;
+`bench/results.json` is left alone.
 
 Each `bench/bN_*.py` module (see `bench/common.py` for the interface) runs in turn; a benchmark whose
 module is not there yet, or whose module raises `Skip`, is listed as `skipped: <reason>`. A module
@@ -10,11 +14,12 @@ that fails is listed as failed (with its error) and the others still run; the ex
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 import traceback
 
-from bench.common import ROOT, Row, Skip, format_table, machine_info, setup_threads, write_results
+from bench.common import ROOT, Row, Skip, format_table, machine_info, results_path, setup_threads, write_results
 
 BENCHES = {
     "B1": "engine overhead: fit loop vs a bare PyTorch loop",
@@ -23,6 +28,8 @@ BENCHES = {
     "B4": "NGC parallel edges: process executor vs threads",
     "B5": "teacher cache: cached KD epoch vs student-only and live teachers",
     "B6": "memory: teacher-cache fill (and NGC pseudo-labels) at 1x and 4x",
+    "B7": "teacher scoring into the cache vs SentenceTransformer.encode / CrossEncoder.predict",
+    "B8": "cross-encoder training step: achieved FLOP/s vs this machine's matmul peak",
 }
 
 
@@ -31,8 +38,13 @@ def modules_for(bench: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if "--quick" in argv:
+        argv.remove("--quick")
+        os.environ["BENCH_QUICK"] = "1"
     setup_threads(1)
-    args = [b.upper() for b in (argv if argv is not None else sys.argv[1:])]
+    t_all = time.perf_counter()
+    args = [b.upper() for b in argv]
     wanted = args or list(BENCHES)
     rows: list[Row] = []
     skipped: dict[str, str] = {}
@@ -61,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     write_results(rows, skipped, info, merge=bool(args))  # a subset keeps the other benches' rows
     print()
     print(format_table(rows, skipped, info))
-    print(f"\nwritten: {ROOT / 'results.json'}")
+    print(f"\nwritten: {results_path()} ({time.perf_counter() - t_all:.0f} s in all)")
     return 1 if failed else 0
 
 
