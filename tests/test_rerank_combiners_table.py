@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.conftest import require_data
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MULTITEACHER_DATA", REPO.parent / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "trec-dl" / "dl19" / "qrels.txt").is_file(), reason="needs trec-dl data")
 
 
 def _script():
@@ -38,7 +37,10 @@ def _ndcg10(ranking: list[str], rel: dict[str, int]) -> float:
     return dcg / idcg if idcg > 0 else 0.0
 
 
-def test_median_rank_row_matches_hand_computation() -> None:
+@pytest.mark.data
+def test_median_rank_row_matches_hand_computation(data_dir: Path) -> None:
+    DATA = data_dir
+    require_data(DATA, "trec-dl", "dl19", "qrels.txt")
     mt = _script()
     res = mt.make_table(DATA, max_queries=3, router=False, n_resamples=200, log=lambda *_: None)
     row = res["folds"]["A"]["candidate_sets"]["bm25"]["rows"]["median_rank"]
