@@ -2,7 +2,7 @@
 sentence-transformers at its fastest batch size (goal: pairs/s >= 1.3x), scores equal within 1e-4.
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.b7_teacher_scoring
-    B7_QUERIES=10 B7_REPEATS=2 ...   # defaults: 15 dl19 queries (1,500 pairs), 2 rounds (quick: 2, 1)
+    B7_QUERIES=10 B7_REPEATS=2 ...   # defaults: 15 dl19 queries (1,500 pairs), 2 rounds (quick: 1, 1)
 
 Data: the first `B7_QUERIES` dl19 queries (sorted qids) with their BM25 top-100 candidates
 (`IRData.subset`), from `$MULTITEACHER_DATA/trec-dl/dl19`. Model: all-MiniLM-L6-v2 (`make models`,
@@ -48,7 +48,7 @@ import torch
 
 from bench.common import Row, Skip, Timing, alternate, data_dir, minilm_path, pick, ratio_row, run_single, timed
 
-QUERIES = int(os.environ.get("B7_QUERIES", pick(15, 2)))
+QUERIES = int(os.environ.get("B7_QUERIES", pick(15, 1)))
 REPEATS = int(os.environ.get("B7_REPEATS", pick(2, 1)))
 MAX_LEN, OURS_BS, TOL = 256, 64, 1e-4
 

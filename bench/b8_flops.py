@@ -177,7 +177,7 @@ def run() -> list[Row]:
                 wall = train(STEPS)
                 fl_pad, fl_real = step_flops(shapes, real, h, f, n_layers)
                 tokens_per_batch = round(statistics.mean(b * seq for b, seq in shapes))
-                peak, per_shape = matmul_peak(tokens_per_batch, h, f)
+                peak, per_shape = matmul_peak(tokens_per_batch, h, f, seconds=pick(0.5, 0.2))
                 walls.append(wall)
                 achieved.append(fl_pad / wall)
                 useful.append(fl_real / wall)
