@@ -15,22 +15,23 @@ import pytest
 from multiteacher.config import load_config
 from multiteacher.data import avdigits
 from multiteacher.errors import ConfigError, DataError
+from tests.conftest import require_data
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 TAKES = 3  # recordings per (speaker, digit) in the temporary data dir
-
-pytestmark = pytest.mark.skipif(not (SHARED / "fsdd" / "recordings").is_dir(), reason="needs ../shared/data")
 
 
 @pytest.fixture(scope="module")
-def theo_dir(tmp_path_factory) -> Path:
+def theo_dir(tmp_path_factory, data_dir: Path) -> Path:
     """A data dir: MNIST symlinked; a few recordings of four speakers, and copies of lucas's renamed to theo."""
+    shared = data_dir
+    require_data(shared, "fsdd", "recordings")
+    require_data(shared, "mnist")
     root = tmp_path_factory.mktemp("fsdd6")
-    (root / "mnist").symlink_to(SHARED / "mnist", target_is_directory=True)
+    (root / "mnist").symlink_to(shared / "mnist", target_is_directory=True)
     rec = root / "fsdd" / "recordings"
     rec.mkdir(parents=True)
-    src = SHARED / "fsdd" / "recordings"
+    src = shared / "fsdd" / "recordings"
     for d in range(10):
         for t in range(TAKES):
             for sp in ("george", "jackson", "nicolas"):
@@ -47,7 +48,7 @@ def test_fold_speakers_come_from_the_data(theo_dir: Path) -> None:
     assert "4 speakers (george, jackson, nicolas, theo)" in avdigits.check(theo_dir)
 
 
-def test_missing_fold_speaker_is_one_line_naming_it_and_the_found(theo_dir: Path) -> None:
+def test_missing_fold_speaker_is_one_line_naming_it_and_the_found(theo_dir: Path, data_dir: Path) -> None:
     with pytest.raises(DataError) as e:
         avdigits.resolve_folds(theo_dir, ["theo", "lucas"])
     msg = str(e.value)
@@ -55,7 +56,7 @@ def test_missing_fold_speaker_is_one_line_naming_it_and_the_found(theo_dir: Path
     assert msg.split("speakers found: ")[1].startswith("george, jackson, nicolas, theo")
     # the project's own copy has no theo: the same line, the other way round
     with pytest.raises(DataError, match=r"'theo'.*speakers found: george, jackson, lucas, nicolas, yweweler"):
-        avdigits.resolve_folds(SHARED, ["theo"])
+        avdigits.resolve_folds(data_dir, ["theo"])
 
 
 def test_config_accepts_any_speaker_name_and_refuses_impossible_ones() -> None:
