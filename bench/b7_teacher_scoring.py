@@ -84,6 +84,14 @@ def _ours(teacher: Any, d: Any, out: dict[str, Any], batch_size: int = OURS_BS) 
         shutil.rmtree(cache, ignore_errors=True)
 
 
+def _as_run(pairs: list[tuple[str, str]], scores: list[float]) -> dict[str, dict[str, float]]:
+    """`{qid: {docid: score}}` from pairs and their scores, in pair order."""
+    run: dict[str, dict[str, float]] = {}
+    for (q, p), s in zip(pairs, scores):
+        run.setdefault(q, {})[p] = s
+    return run
+
+
 def _max_diff(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]], pairs: list[tuple[str, str]]) -> float:
     return float(max(abs(a[q][p] - b[q][p]) for q, p in pairs))
 
@@ -132,10 +140,7 @@ def biencoder(d: Any, model: Path) -> list[Row]:
             qs = torch.stack([qe[q] for q, _ in pairs])
             ps = torch.stack([pe[p] for _, p in pairs])
             scores = (qs * ps).sum(-1).tolist()
-            run: dict[str, dict[str, float]] = {}
-            for (q, p), s in zip(pairs, scores):
-                run.setdefault(q, {})[p] = s
-            res["peer"] = run
+            res["peer"] = _as_run(pairs, scores)
         return timed(go)
 
     teacher.predict(sample_pairs)  # warm-up (untimed), as the peer's batch-size search warmed it
@@ -182,10 +187,7 @@ def crossencoder(d: Any, model: Path, tmp: Path) -> list[Row]:
     def peer() -> Timing:
         def go() -> None:
             scores = np.asarray(ce.predict(texts, batch_size=peer_bs, show_progress_bar=False)).reshape(-1).tolist()
-            run: dict[str, dict[str, float]] = {}
-            for (q, p), s in zip(pairs, scores):
-                run.setdefault(q, {})[p] = s
-            res["peer"] = run
+            res["peer"] = _as_run(pairs, scores)
         return timed(go)
 
     teacher.predict(sample_pairs)  # warm-up (untimed), as the peer's batch-size search warmed it
