@@ -16,6 +16,52 @@ from multiteacher.recipes.rerank.teachers import TeachersConfig
 DEFAULT_MEASURES = ["nDCG@10", "RR(rel=2)@10", "AP(rel=2)"]
 
 
+class ExtraQueries(StrictModel):
+    """A source of extra training queries nobody judged, labelled by the teachers (candidates: BM25 top-k
+    over the passages of every training set, pooled into one index — `multiteacher.data.pool`).
+
+    Example:
+        >>> ExtraQueries(source="passages", max_queries=1000).key
+        'pool:passages'
+    """
+
+    source: Literal["file", "passages"] = Field(
+        ..., description="`file`: real queries from `qid<TAB>text` files (`path`); `passages`: queries made from "
+        "the pooled passages (a random span of one sentence, ICT-style; the source passage is always a candidate).",
+    )
+    name: str | None = Field(
+        None, description="Name of the set these queries form (`pool:<name>` in logs); default: the source.",
+    )
+    path: list[str] = Field(
+        default_factory=list,
+        description="file: query files or glob patterns, relative to the data directory (e.g. "
+        "`msmarco-queries/*.tsv`) or absolute.",
+    )
+    max_queries: int | None = Field(None, ge=1, description="Keep a seeded sample of this many queries (None: all).")
+    groups_per_query: int = Field(
+        8, ge=1, description="Training groups drawn per extra query (TREC queries use sampling.groups_per_query).",
+    )
+    seed: int = Field(
+        0, description="Seed of the query sample / passage draws (fixed across run seeds, so runs share the "
+        "teacher cache; a smaller `max_queries` with the same seed gives a subset of a larger one).",
+    )
+    min_words: int = Field(4, ge=1, le=64, description="passages: shortest query span, in words.")
+    max_words: int = Field(12, ge=1, le=64, description="passages: longest query span, in words.")
+
+    @property
+    def key(self) -> str:
+        """The training-set key of these queries: `pool:<name or source>`."""
+        return f"pool:{self.name or self.source}"
+
+    @model_validator(mode="after")
+    def _check(self) -> ExtraQueries:
+        if self.source == "file" and not self.path:
+            raise ValueError("source 'file' needs 'path' (e.g. [msmarco-queries/*.tsv])")
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) > max_words ({self.max_words})")
+        return self
+
+
 class DataConfig(StrictModel):
     """Which sets train and test, and the committed validation queries.
 
@@ -53,12 +99,30 @@ class DataConfig(StrictModel):
         "list of names for a union), e.g. `[bm25, splade-pp-ed]` re-ranks each test set from both; default: "
         "`data.first_stage`. Test sets from another first stage are keyed `<set>@<first stage>` in metrics.",
     )
+    extra_queries: list[ExtraQueries] = Field(
+        default_factory=list,
+        description="Extra unjudged training queries (real query files, or queries made from passages), each "
+        "re-ranking BM25's top-k over the pooled passages of the training sets and labelled by the teachers "
+        "that can score any query (live encoders; the pooled BM25 as `bm25`); run teachers marked `optional` "
+        "are absent there.",
+    )
+    pool_top_k: int | None = Field(
+        None, ge=2, description="BM25 candidates per extra query (default: data.top_k).",
+    )
     max_train_queries: int | None = Field(
         None, ge=1, description="Cap on training queries per set, after removing validation (tiny runs)."
     )
     max_val_queries: int | None = Field(None, ge=1, description="Cap on validation queries per set (tiny runs).")
     max_test_queries: int | None = Field(None, ge=1, description="Cap on test queries per set (tiny runs).")
 
+
+    @model_validator(mode="after")
+    def _unique_pools(self) -> DataConfig:
+        keys = [e.key for e in self.extra_queries]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise ValueError(f"extra_queries: two sources form {dup[0]!r} — give each its own `name`")
+        return self
 
     @field_validator("first_stage", "test_first_stage")
     @classmethod

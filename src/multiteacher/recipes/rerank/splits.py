@@ -55,7 +55,9 @@ def norm_set(name: str) -> str:
         >>> norm_set("dl21")
         'trec-dl/dl21'
     """
-    return name if "/" in name or Path(name).is_absolute() else f"trec-dl/{name}"
+    if "/" in name or ":" in name or Path(name).is_absolute():  # paths, `irds:` ids, `pool:` sets
+        return name
+    return f"trec-dl/{name}"
 
 
 def top_k(d: IRData, k: int) -> IRData:
@@ -206,6 +208,71 @@ def test_first_stages(cfg: Any) -> list[tuple[str, ...]]:
     return out
 
 
+def _query_files(patterns: list[str], data_dir: Path) -> list[Path]:
+    files: list[Path] = []
+    for pattern in patterns:
+        p = Path(pattern).expanduser()
+        root, rel = (Path(p.anchor), str(p.relative_to(p.anchor))) if p.is_absolute() else (data_dir, pattern)
+        found = sorted(root.glob(rel)) if any(c in pattern for c in "*?[") else [root / rel]
+        found = [f for f in found if f.is_file()]
+        if not found:
+            raise ConfigError(f"data.extra_queries.path: {quote(pattern)} matches no file under {root} "
+                              "(give query files `qid<TAB>text`, e.g. msmarco-queries/*.tsv)")
+        files += found
+    return files
+
+
+def extra_query_sets(
+    cfg: Any, data_dir: Path, train_sets: list[IRData], held_out: list[str]
+) -> dict[str, IRData]:
+    """The `data.extra_queries` sets: unjudged queries re-ranking BM25's top-k over the training sets' pooled passages.
+
+    The pool is every passage of each training set's corpus file (its folder's `corpus.jsonl`), else the
+    set's loaded candidates; the BM25 index (`multiteacher.data.pool.BM25Index`) is built once. Query texts
+    equal to a validation or test query (after normalisation) are never used.
+
+    Args:
+        cfg: the recipe config.
+        data_dir: the data directory.
+        train_sets: the loaded training sets (their passages form the pool).
+        held_out: validation and test query texts.
+
+    Returns:
+        `{"pool:<name>": IRData}` in config order.
+
+    Example:
+        >>> extra_query_sets(cfg, data_dir, [dl21, dl22], held_out)["pool:msmarco"].qrels is None  # doctest: +SKIP
+        True
+    """
+    from multiteacher.data.ir import read_corpus_jsonl
+    from multiteacher.data.pool import BM25Index, passage_queries, pool_passages, pooled_set, read_query_files
+
+    corpora = []
+    for d in train_sets:
+        folder = set_dir(norm_set(d.name), data_dir) if d.name else None
+        corpus = folder / "corpus.jsonl" if folder is not None else None
+        corpora.append(IRData(d.name, {}, read_corpus_jsonl(corpus), {}) if corpus and corpus.is_file() else d)
+    passages = pool_passages(corpora)
+    index = BM25Index(passages)
+    k = cfg.data.pool_top_k or cfg.data.top_k
+    out: dict[str, IRData] = {}
+    for i, extra in enumerate(cfg.data.extra_queries):
+        seed = extra.seed  # not the run's seed: every seed trains on the same queries (one teacher cache)
+        sources = None
+        if extra.source == "file":
+            queries = read_query_files(_query_files(extra.path, data_dir), exclude_texts=held_out,
+                                       prefix=f"{extra.name or 'q'}:", max_queries=extra.max_queries, seed=seed)
+        else:
+            n = extra.max_queries or len(passages)
+            queries, sources = passage_queries(passages, n, seed=seed, min_words=extra.min_words,
+                                               max_words=extra.max_words, exclude_texts=held_out,
+                                               prefix=f"{extra.name or 'p'}:")
+        if not queries:
+            raise ConfigError(f"data.extra_queries[{i}]: no queries (all held out or empty files)")
+        out[extra.key] = pooled_set(extra.key, queries, index, passages, k, sources)
+    return out
+
+
 def load_sets(cfg: Any, data_dir: Path) -> dict[str, Any]:
     """Train / validation / test splits as {set name: IRData} (validation from the committed list).
 
@@ -266,6 +333,10 @@ def load_sets(cfg: Any, data_dir: Path) -> dict[str, Any]:
             qids = set(d.qids) | (set(full[spec].qids) if spec in full else set())
             src = loaded[spec]
             full[spec] = src if qids == set(src.qids) else src.subset(sorted(qids))
+    if cfg.data.extra_queries:
+        held_out = [t for split in (val, test) for d in split.values() for t in d.queries.values()]
+        for key, d in extra_query_sets(cfg, data_dir, [loaded[s] for s in cfg.data.train], held_out).items():
+            train[key] = loaded[key] = full[key] = d
     overlap = {(base_spec(s), q) for s in test for q in test[s].qids} & {(s, q) for s in train for q in train[s].qids}
     if overlap:
         raise ConfigError(f"data: test queries are also training queries ({sorted(overlap)[0]}) — fix data.train/test")

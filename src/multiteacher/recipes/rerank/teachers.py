@@ -50,6 +50,12 @@ class TeacherSpec(StrictModel):
     max_length: int = Field(256, ge=8, le=8192, description="biencoder / crossencoder: tokens per text (pair).")
     batch_size: int = Field(64, ge=1, le=65536, description="biencoder / crossencoder: pairs per forward pass.")
     weight: float = Field(1.0, ge=0, description="Weight in the fused teacher (unless tune_weights).")
+    optional: bool = Field(
+        False,
+        description="run / scores: on a set that lacks the file (e.g. dl21 has no `tasb.run`, extra queries have "
+        "no run but BM25's), the teacher is absent — it scores nothing there and the combiner fuses the others — "
+        "instead of an error.",
+    )
 
     @model_validator(mode="after")
     def _needs(self) -> TeacherSpec:
@@ -146,8 +152,33 @@ def make_teacher(spec: TeacherSpec, data: IRData | None, set_dir: Path | None, d
     if stem == "bm25" and spec.by == "score" and (set_dir is None or not path.exists()):
         return RunTeacher(spec.name, data.candidates, source=f"{data.name}/candidates")
     if not path.is_file():
-        raise DataError(f"teacher {spec.name!r}: run file {path} does not exist for set {data.name!r}")
+        raise DataError(f"teacher {spec.name!r}: run file {path} does not exist for set {data.name!r} "
+                        "(set `optional: true` on the teacher if it should be absent there)")
     return RunTeacher.from_file(path, name=spec.name, by=spec.by)
+
+
+def has_teacher(spec: TeacherSpec, data: IRData, set_dir: Path | None) -> bool:
+    """Whether a teacher can score `data`: live encoders score any set; a run / scores teacher needs its file.
+
+    Args:
+        spec: the config entry.
+        data: the set.
+        set_dir: the set's folder (None for sets without one, e.g. extra queries).
+
+    Returns:
+        True if `make_teacher` would find the teacher's scores for this set.
+
+    Example:
+        >>> has_teacher(TeacherSpec(name="tasb", kind="run", file="tasb.run"), dl21, dl21_dir)  # doctest: +SKIP
+        False
+    """
+    if spec.kind in ("biencoder", "crossencoder"):
+        return True
+    stem = Path(spec.file or "").stem
+    if spec.kind == "run" and spec.by == "score" and (stem in data.runs or (stem == "bm25" and set_dir is None)):
+        return True
+    return _set_file(set_dir, spec.file or "").is_file() if set_dir is not None or Path(spec.file or "").is_absolute() \
+        else False
 
 
 def teacher_run(
@@ -215,17 +246,24 @@ def fused_run(cfg: TeachersConfig, member_runs: dict[str, Run], weights: dict[st
         member_runs: each member's run, by name.
         weights: per-member weights (e.g. tuned on validation); default: each member's `weight`.
 
+    Members absent from `member_runs` (optional teachers the set lacks) are left out; where every present
+    member has weight 0, they are fused with equal weights.
+
     Returns:
         The fused run.
 
     Example:
         >>> fused_run(cfg.teachers, {"bm25": bm25_run, "minilm": minilm_run})  # doctest: +SKIP
     """
-    names = [m.name for m in cfg.members]
-    if not names:
+    if not cfg.members:
         raise ConfigError("teachers.members is empty — name at least one teacher for distillation objectives")
-    w = [weights[n] if weights else m.weight for n, m in zip(names, cfg.members)]
-    return fuse_runs({n: member_runs[n] for n in names}, cfg.fusion, w, cfg.rrf_k, missing=cfg.missing)
+    present = [m for m in cfg.members if m.name in member_runs]  # optional teachers may be absent on a set
+    if not present:
+        raise ConfigError(f"no teacher of {[m.name for m in cfg.members]} scores this set — mark fewer `optional`")
+    w = [weights[m.name] if weights else m.weight for m in present]
+    if sum(w) <= 0:  # every teacher present here got weight 0 (e.g. tuned on sets with more teachers)
+        w = [1.0] * len(present)
+    return fuse_runs({m.name: member_runs[m.name] for m in present}, cfg.fusion, w, cfg.rrf_k, missing=cfg.missing)
 
 
 def tune_weights(
@@ -290,10 +328,12 @@ def teacher_runs(cfg: Any, ctx: Any, sets: dict[str, dict[str, IRData]]) -> dict
     per_set: dict[str, dict[str, Any]] = {}
     for spec, d in sets["all"].items():
         folder = set_dir(norm_set(base_spec(spec)), ctx.data_dir)
-        members = {
-            m.name: teacher_run(m, d, folder, ctx.cache_dir, cfg.teachers.device, encoders)
-            for m in cfg.teachers.members
-        }
+        members = {}
+        for m in cfg.teachers.members:
+            if m.optional and not has_teacher(m, d, folder):
+                continue
+            members[m.name] = teacher_run(m, d, folder, ctx.cache_dir, cfg.teachers.device, encoders)
+        ctx.log({f"teachers/{spec}/present": float(len(members))}, step=0)
         per_set[spec] = {"members": members, "listwise": listwise_run(cfg.teachers, d, ctx.cache_dir)}
     weights = None
     if cfg.teachers.tune_weights and cfg.teachers.members:

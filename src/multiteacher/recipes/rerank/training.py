@@ -162,6 +162,7 @@ def training_groups(
         >>> groups, lookup = training_groups(cfg, sets["train"], teachers, training_teacher)  # doctest: +SKIP
     """
     spec = get_objective(cfg.objective)
+    per_query = {e.key: e.groups_per_query for e in getattr(cfg.data, "extra_queries", [])}
     lookup: dict[str, IRData] = {}
     groups: list[Group] = []
     for i, (name, d) in enumerate(train.items()):
@@ -170,8 +171,11 @@ def training_groups(
         teacher = pick_teacher(cfg, teachers[f"train/{name}"]) if spec.needs_teacher else None
         if spec.needs_teacher and teacher is None:
             raise ConfigError(f"objective {cfg.objective!r} needs teachers: set teachers.members or listwise_runs")
+        sampling = cfg.sampling  # extra (pooled) queries: their own, smaller number of groups per query
+        if name in per_query:
+            sampling = sampling.model_copy(update={"groups_per_query": per_query[name]})
         groups += build_groups(
-            cfg.objective, d.qids, d.candidates, cfg.sampling, cfg.seed * 1000 + i, qrels=d.qrels, teacher=teacher
+            cfg.objective, d.qids, d.candidates, sampling, cfg.seed * 1000 + i, qrels=d.qrels, teacher=teacher
         )
     if not groups:
         source = "qrels" if spec.label_source == "qrels" else "teacher"
