@@ -63,6 +63,11 @@ _EXPORTS: dict[str, str] = {
     "fuse_runs": "multiteacher.data.ir:fuse_runs",
     "read_trec_run": "multiteacher.data.ir:read_trec_run",
     "write_trec_run": "multiteacher.data.ir:write_trec_run",
+    # more training queries: BM25 over pooled passages, unjudged and passage-made queries
+    "BM25Index": "multiteacher.data.pool:BM25Index",
+    "read_query_files": "multiteacher.data.pool:read_query_files",
+    "passage_queries": "multiteacher.data.pool:passage_queries",
+    "pooled_set": "multiteacher.data.pool:pooled_set",
     "load_cross_encoder": "multiteacher.models.cross_encoder:load_cross_encoder",
     "rerank_files": "multiteacher.models.cross_encoder:rerank_files",
     # routing: per-instance gates over teachers

@@ -62,6 +62,9 @@ class BM25Index:
         stemmer: a Snowball stemmer language (needs `PyStemmer`), or None for no stemming.
         progress: show bm25s' progress bars.
 
+    Returns:
+        The index (`search` retrieves from it; `fingerprint` hashes the passages and parameters).
+
     Example:
         >>> index = BM25Index({"a": "Fleas are small insects.", "b": "Cats chase mice."}, stemmer=None)
         >>> list(index.search({"q": "what are fleas"}, k=2)["q"])

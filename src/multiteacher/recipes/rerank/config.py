@@ -166,6 +166,19 @@ class EvalConfig(StrictModel):
         True, description="Also score BM25, each teacher, the fused teacher and the untrained student."
     )
     test: bool = Field(True, description="Score the test sets (only with a frozen config).")
+    interpolate: list[float] = Field(
+        default_factory=list,
+        description="Weights a tried on the validation queries for a * z(student) + (1 - a) * z(first stage) "
+        "(per-query z-scores, `consensus.fuse_scores`); the best is applied to every test set and reported as "
+        "`student+first_stage` rows next to the pure student; empty: off.",
+    )
+
+    @field_validator("interpolate")
+    @classmethod
+    def _weights(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 <= a <= 1.0 for a in v):
+            raise ValueError("interpolation weights are in [0, 1] (1 = the student alone)")
+        return v
 
 
 def _default_fit() -> FitConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from multiteacher.data.ir import IRData, write_trec_run
+from multiteacher.data.ir import IRData, fuse_runs, write_trec_run
 from multiteacher.errors import DataError
 from multiteacher.recipes.rerank.model import score_pairs
 from multiteacher.recipes.rerank.splits import first_stage_label, first_stage_names, load_test_set, test_first_stages
@@ -63,6 +63,73 @@ def student_run(model: Any, tok: Any, d: IRData, cfg: Any) -> Run:
     for (q, p), s in zip(pairs, scores):
         run.setdefault(q, {})[p] = s
     return run
+
+
+def interpolate(student: Run, first_stage: Run, alpha: float) -> Run:
+    """`alpha * z(student) + (1 - alpha) * z(first stage)` per query (z-scores over each query's candidates).
+
+    Args:
+        student: the student's run.
+        first_stage: the first stage's scores of the same candidates.
+        alpha: the student's weight in [0, 1].
+
+    Returns:
+        The interpolated run over the student's candidates.
+
+    Example:
+        >>> r = interpolate({"q": {"a": 1.0, "b": 0.0}}, {"q": {"a": 0.0, "b": 3.0}}, 0.75)
+        >>> r["q"]["a"] > r["q"]["b"]
+        True
+    """
+    fs = {q: {d: first_stage[q][d] for d in docs if d in first_stage.get(q, {})} for q, docs in student.items()}
+    return fuse_runs({"student": student, "first_stage": fs}, "zscore", [alpha, 1.0 - alpha], missing="floor")
+
+
+def pick_interpolation(
+    val: list[tuple[Run, Run, dict[str, dict[str, int]]]], alphas: list[float], measure: str = "nDCG@10"
+) -> tuple[float, float]:
+    """The interpolation weight with the best mean `measure` over validation sets (ties: the larger weight).
+
+    Args:
+        val: per validation set, (student run, first-stage run, qrels).
+        alphas: weights to try.
+        measure: the ir-measures measure to maximise.
+
+    Returns:
+        `(alpha, its mean validation value)`.
+
+    Example:
+        >>> pick_interpolation([({"q": {"a": 1.0, "b": 0.0}}, {"q": {"a": 0.0, "b": 1.0}}, {"q": {"a": 1}})],
+        ...                    [0.0, 1.0])
+        (1.0, 1.0)
+    """
+    best: tuple[float, float] | None = None
+    for a in sorted(alphas, reverse=True):
+        vals = [measure_run(interpolate(s, f, a), qrels, measure) for s, f, qrels in val]
+        value = sum(vals) / len(vals)
+        if best is None or value > best[1] + 1e-12:
+            best = (a, value)
+    if best is None:
+        raise DataError("eval.interpolate: no weight to try")
+    return best
+
+
+def measure_run(run: Run, qrels: dict[str, dict[str, int]], name: str) -> float:
+    """Mean of one measure over the judged queries of `run` (see `measure`).
+
+    Args:
+        run: the run.
+        qrels: judgments.
+        name: an ir-measures measure.
+
+    Returns:
+        The mean.
+
+    Example:
+        >>> measure_run({"q": {"a": 2.0, "b": 1.0}}, {"q": {"b": 1}}, "RR@10")
+        0.5
+    """
+    return measure(run, qrels, [name])["mean"][name]
 
 
 def evaluate(cfg: Any, ctx: Any) -> dict[str, float]:

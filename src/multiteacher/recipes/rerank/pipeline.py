@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from multiteacher.data.ir import write_trec_run
+from multiteacher.data.ir import read_trec_run, write_trec_run
 from multiteacher.recipes.rerank.config import Config
-from multiteacher.recipes.rerank.evaluation import measure, student_run
+from multiteacher.recipes.rerank.evaluation import interpolate, measure, pick_interpolation, student_run
 from multiteacher.recipes.rerank.model import export, load_student
 from multiteacher.recipes.rerank.objectives import get_objective
 from multiteacher.recipes.rerank.splits import base_spec, first_stage_label, load_sets
@@ -92,10 +92,14 @@ def run(cfg: Config, ctx: Any) -> dict[str, Any]:
     model, tok = load_student(cfg.model, texts if cfg.model.random else None, seed=cfg.seed)
     model.to(ctx.fabric.device)
 
+    student_runs: dict[tuple[str, str], Any] = {}
+
     def evaluate_split(split: str, write: str = "") -> dict[str, Any]:
         res: dict[str, Any] = {}
         for spec, d in sets[split].items():
             r = student_run(model, tok, d, cfg)
+            if write == "student-":
+                student_runs[(split, spec)] = r
             if write and ctx.is_main:
                 write_trec_run(ctx.path("runs", f"{write}{split}-{spec.replace('/', '_')}.run"), r, tag=cfg.name)
             if d.qrels:
@@ -145,8 +149,34 @@ def run(cfg: Config, ctx: Any) -> dict[str, Any]:
     if cfg.export and ctx.is_main:
         export(model, tok, ctx.run_dir / "model")
 
+    def final_run(split: str, spec: str) -> Any:  # in memory, or (a resumed run) from the file written
+        if (split, spec) not in student_runs:
+            path = ctx.path("runs", f"student-{split}-{spec.replace('/', '_')}.run")
+            student_runs[(split, spec)] = read_trec_run(path)
+        return student_runs[(split, spec)]
+
+    def interpolated() -> dict[str, Any]:
+        val = [(final_run("val", spec), d.candidates, d.qrels) for spec, d in sets["val"].items()]
+        alpha, value = pick_interpolation(val, cfg.eval.interpolate, cfg.fit.monitor.removeprefix("val/"))
+        res = {
+            split: {spec: measure(interpolate(final_run(split, spec), d.candidates, alpha), d.qrels, measures)
+                    for spec, d in sets[split].items() if d.qrels}
+            for split in splits
+        }
+        return {"alpha": alpha, "val_value": value, "res": res}
+
+    mixed = ctx.stage("interpolated", interpolated) if cfg.eval.interpolate else None
+
     rows: list[dict[str, Any]] = []
     metrics: dict[str, float] = {}
+    if mixed is not None:
+        metrics["eval/interpolation_alpha"] = float(mixed["alpha"])
+        for split, per_set in mixed["res"].items():
+            for spec, res in per_set.items():
+                rows.append(_row(cfg, split, spec, "student+first_stage", "student", res["mean"],
+                                 objective=cfg.objective, alpha=mixed["alpha"]))
+                for k, v in res["mean"].items():
+                    metrics[f"{split}/{spec}/interpolated/{k}"] = v
     for split in splits:
         for spec, res in final[split].items():
             rows.append(
@@ -164,6 +194,8 @@ def run(cfg: Config, ctx: Any) -> dict[str, Any]:
     metrics["train/probe_loss_before"] = float(loss_before)
     metrics["train/probe_loss_after"] = float(loss_after)
     per_query = {"student": final, "untrained": untrained, "baselines": base}
+    if mixed is not None:
+        per_query["interpolated"] = mixed["res"]
     if ctx.is_main:
         from multiteacher.io import atomic_write_json
 

@@ -1,0 +1,24 @@
+#!/bin/bash
+# The levers study of issue 17 (fold A, BM25 top-100, MarginMSE, seed 0), as run on the 2-core CPU:
+# every run is `recipes/rerank-levers.yaml` plus the overrides below, one torch thread each, two at a time.
+# Then: results/rerank/levers/make_table.py with the label=run_dir pairs at the bottom.
+set -euo pipefail
+export MULTITEACHER_DATA=${MULTITEACHER_DATA:-../shared/data} OMP_NUM_THREADS=1
+MT=".venv/bin/multiteacher run recipes/rerank-levers.yaml"
+MM='msmarco-queries/*.tsv'
+run() { local name=$1; shift; $MT --run-dir "runs/levers/$name" --set "$@"; }
+
+case "${1:-all}" in
+  trec-only) run trec-only seed=0 ;;
+  mm100)   run mm100   "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 100}]" ;;
+  mm1k)    run mm1k    "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 1000}]" ;;
+  mm10k)   run mm10k   "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 10000}]" ;;
+  pass10k) run pass10k "data.extra_queries=[{source: passages, max_queries: 10000}]" ;;
+  mm10k-minilm)  # teachers lever: the MiniLM bi-encoder alone instead of the fused teachers
+    run mm10k-minilm "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 10000}]" \
+      'teachers.members=[{name: minilm, kind: biencoder, path: models/all-MiniLM-L6-v2, max_length: 256}]' ;;
+  *) echo "usage: $0 trec-only|mm100|mm1k|mm10k|pass10k|mm10k-minilm" >&2; exit 2 ;;
+esac
+# table: .venv/bin/python results/rerank/levers/make_table.py 'TREC only=runs/levers/trec-only' \
+#   '+100 MS MARCO=runs/levers/mm100' '+1k MS MARCO=runs/levers/mm1k' '+10k MS MARCO=runs/levers/mm10k' \
+#   '+10k passage-made=runs/levers/pass10k' '+10k MS MARCO, MiniLM teacher only=runs/levers/mm10k-minilm'
