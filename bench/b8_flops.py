@@ -13,7 +13,9 @@ padding, random batch order (`fit.length_grouped` off, the default) — through 
 `make_collate`, `training.step_fn` and `engine.loop.fit` with a fresh run directory (its final
 checkpoint is written inside the timed call, as in a real run). Data: B2's seeded dl19 triples.
 Timed: the whole `fit(...)` call, STEPS steps. The collate function is wrapped to record the shape
-and attention mask of every batch `fit` actually ran, so the token counts are exact.
+and attention mask of every batch `fit` actually ran, so the token counts are exact; on CPU a batch
+of 32 pairs runs as two forwards of length-sorted halves (`forward_scores`), and the count follows
+(`forward_shapes`: B and L below are each forward's).
 
 **FLOPs counted** (a multiply-add = 2 FLOPs; h = hidden size, f = FFN size, n_l = layers): for a
 batch of B pairs padded to length L (T = B·L tokens), per layer
@@ -29,7 +31,7 @@ count over **real** tokens (each pair's own length n: 2·(4h²+2hf)·n + 2·2·n
 the useful fraction.
 
 **Peak** (peer column): a pure `torch.matmul` loop, fp32, no autograd, over one layer's forward
-shapes at this step's typical size: T = the mean padded tokens per batch, (T×h)·(h×h) four times,
+shapes at this step's typical size: T = the mean padded tokens per forward, (T×h)·(h×h) four times,
 (T×h)·(h×f) and (T×f)·(f×h); repeated for >= 0.5 s, best of 3, at the same thread count, measured
 in every round right next to the training run (ratio = median over rounds of achieved/peak, spread
 min–max). With 2 threads on a 2-core machine, wall time is what counts (no CPU-time ratio).
@@ -67,6 +69,18 @@ def step_flops(shapes: list[tuple[int, int]], real: list[list[int]], h: int, f: 
     padded = sum(n_layers * layer_flops(h, f, b * seq, seq) for b, seq in shapes)
     useful = sum(n_layers * layer_flops(h, f, n, n) for lens in real for n in lens)
     return 3 * padded, 3 * useful
+
+
+def forward_shapes(mask: torch.Tensor) -> list[tuple[int, int]]:
+    """(pairs, padded length) of each forward `recipes.rerank.model.forward_scores` runs for a right-padded
+    batch on CPU: one for a short batch, else two length-sorted halves, each cut to its longest pair."""
+    from multiteacher.recipes.rerank.model import SPLIT_MIN_PAIRS
+
+    lens = sorted(mask.sum(1).tolist(), reverse=True)
+    if len(lens) < SPLIT_MIN_PAIRS:
+        return [(len(lens), int(mask.shape[1]))]
+    a = (len(lens) + 1) // 2  # torch.tensor_split(2): the first half takes the odd one
+    return [(a, int(lens[0])), (len(lens) - a, int(lens[a]))]
 
 
 def matmul_peak(tokens: int, h: int, f: int, seconds: float = 0.5, best_of: int = 3) -> tuple[float, dict[str, float]]:
@@ -134,12 +148,14 @@ def run() -> list[Row]:
     lookup = {q: d for q in d.qids}
     collate = make_collate(tok, mcfg.max_length, lookup)
     shapes: list[tuple[int, int]] = []
+    forwards: list[list[tuple[int, int]]] = []  # per batch: the (pairs, length) of each forward it ran
     real: list[list[int]] = []
     seen_threads: set[int] = set()
 
     def recording(gs: list[Any]) -> dict[str, torch.Tensor]:
         out = collate(gs)
         shapes.append(tuple(out["input_ids"].shape))  # type: ignore[arg-type]
+        forwards.append(forward_shapes(out["attention_mask"]))
         real.append(out["attention_mask"].sum(1).tolist())
         seen_threads.add(torch.get_num_threads())
         return out
@@ -153,13 +169,14 @@ def run() -> list[Row]:
             fcfg = cfg.fit.model_copy(update={"max_steps": steps, "batch_size": batch, "val_every": steps + 1,
                                               "ckpt_every": steps + 1})
             shapes.clear()
+            forwards.clear()
             real.clear()
             t0 = time.perf_counter()
             fit(ctx, "student", model, GroupDataset(groups, lookup), step_fn(make_loss(cfg)), fcfg,
                 collate_fn=recording)
             wall = time.perf_counter() - t0
             assert len(shapes) >= steps, f"B8: fit collated {len(shapes)} batches for {steps} steps"
-            del shapes[steps:], real[steps:]  # a prefetched batch that never ran is not counted
+            del shapes[steps:], forwards[steps:], real[steps:]  # a prefetched batch that never ran is not counted
             return wall
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -175,8 +192,9 @@ def run() -> list[Row]:
             tokens_per_batch = 0
             for _ in range(REPEATS):
                 wall = train(STEPS)
-                fl_pad, fl_real = step_flops(shapes, real, h, f, n_layers)
-                tokens_per_batch = round(statistics.mean(b * seq for b, seq in shapes))
+                flat = [s for fw in forwards for s in fw]
+                fl_pad, fl_real = step_flops(flat, real, h, f, n_layers)
+                tokens_per_batch = round(statistics.mean(b * seq for b, seq in flat))
                 peak, per_shape = matmul_peak(tokens_per_batch, h, f, seconds=pick(0.5, 0.2))
                 walls.append(wall)
                 achieved.append(fl_pad / wall)
@@ -185,7 +203,7 @@ def run() -> list[Row]:
                 per_shape_all.append(per_shape)
                 fracs.append(fl_pad / wall / peak)
             med = statistics.median(fracs)
-            pad_tok = sum(b * seq for b, seq in shapes)
+            pad_tok = sum(b * seq for b, seq in flat)
             real_tok = sum(sum(r) for r in real)
             rows.append(Row(
                 "B8", f"rerank recipe train step (MiniLM-L6 first {n_layers} layers, max len {mcfg.max_length}, "
@@ -207,6 +225,7 @@ def run() -> list[Row]:
                        "useful_fraction_real_tokens": round(statistics.median(useful) / statistics.median(peaks), 4),
                        "padded_tokens": pad_tok, "real_tokens": real_tok,
                        "batch_shapes": [list(s) for s in shapes],
+                       "forward_shapes": [[list(x) for x in fw] for fw in forwards],
                        "peak_per_shape_gflops": {k: round(v / 1e9, 2) for k, v in per_shape_all[-1].items()},
                        "flops_per_run_padded": fl_pad, "flops_per_run_real": fl_real,
                        "method": "achieved = counted matmul+attention FLOPs (padded, fwd+bwd = 3x fwd) / wall "

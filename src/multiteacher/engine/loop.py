@@ -185,7 +185,22 @@ def build_optimizer(params: Any, cfg: FitConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [{**g, "params": list(g["params"])} if isinstance(g, dict) else g for g in params]
+    # Fused kernels (one pass over each parameter instead of ~10 tensor ops): what transformers'
+    # Trainer uses by default. On CPU torch's default is the per-tensor loop, 7x slower for a 22M-param
+    # cross-encoder (0.33 vs 0.05 s a step, bench/profile_b2.py). Fused needs floating-point
+    # parameters on one supported device; anything else keeps torch's default.
+    try:
+        return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=_fusable(params))
+    except (RuntimeError, ValueError, TypeError):
+        return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _fusable(params: list[Any]) -> bool:
+    """True when every parameter (or every group's) is a floating-point tensor on the CPU or a CUDA device."""
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    return bool(tensors) and all(isinstance(p, torch.Tensor) and p.is_floating_point()
+                                 and p.device.type in ("cpu", "cuda") for p in tensors)
 
 
 def lr_factor(step: int, cfg: FitConfig) -> float:
