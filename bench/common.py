@@ -227,6 +227,14 @@ def machine_info() -> dict[str, Any]:
         pass
     info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
                             "platform": platform.platform()}
+    with contextlib.suppress(OSError):  # the model name alone can be generic ("AMD EPYC" in a VM)
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                      if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        flags = fields.get("flags", "").split()
+        vec = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+        info["cpu_id"] = (f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model "
+                          f"{fields.get('model', '?')}, {vec}")
     with contextlib.suppress(OSError):
         info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     try:
@@ -239,8 +247,13 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def cpu_label(info: dict[str, Any]) -> str:
+    """The CPU as a table cell: model name, and family/model/vector width where known."""
+    return f"{info.get('cpu', '?')} ({info['cpu_id']})" if info.get("cpu_id") else str(info.get("cpu", "?"))
+
+
 def machine_line(info: dict[str, Any]) -> str:
-    return (f"machine: {info['cpu']}, {info['cores']} cores | torch {info.get('torch', '-')} "
+    return (f"machine: {cpu_label(info)}, {info['cores']} cores | torch {info.get('torch', '-')} "
             f"threads {info.get('torch_threads', '-')} | Python {info['python']} | load avg {info.get('loadavg', '-')}")
 
 
@@ -251,8 +264,9 @@ def format_table(rows: list[Row], skipped: dict[str, str], info: dict[str, Any])
              "better). Timing rows: median of per-round ratios on wall time and on process CPU time, (min–max) "
              "over rounds; their goals are judged on the CPU-time ratio, which neighbours on a shared machine "
              "disturb far less than wall time.", "",
-             "| bench | case | metric | ours | peer | ratio (min–max) | CPU-time ratio (min–max) | goal | met |",
-             "|---|---|---|---:|---:|---|---|---|---|"]
+             "| bench | case | metric | ours | peer | ratio (min–max) | CPU-time ratio (min–max) | goal | met "
+             "| CPU, date |",
+             "|---|---|---|---:|---:|---|---|---|---|---|"]
 
     def rng(med: float | None, sp: tuple[float, float] | None) -> str:
         if med is None:
@@ -261,8 +275,11 @@ def format_table(rows: list[Row], skipped: dict[str, str], info: dict[str, Any])
 
     for r in rows:
         met = "" if r.met is None else ("yes" if r.met else "NO")
+        where = r.extra.get("machine", info)
+        when = str(r.extra.get("written_at", ""))[:10]
         lines.append(f"| {r.bench} | {r.case} | {r.metric} | {r.ours:,.4g} | {r.peer:,.4g} | "
-                     f"{rng(r.ratio, r.spread)} | {rng(r.cpu_ratio, r.cpu_spread)} | {r.goal} | {met} |")
+                     f"{rng(r.ratio, r.spread)} | {rng(r.cpu_ratio, r.cpu_spread)} | {r.goal} | {met} | "
+                     f"{cpu_label(where)}, {where.get('cores', '?')} cores{', ' + when if when else ''} |")
     cfgs = [f"- {r.bench} {r.case}: ours = {r.ours_cfg}; peer = {r.peer_cfg}" for r in rows if r.ours_cfg or r.peer_cfg]
     if cfgs:
         lines += ["", "Configurations:", *cfgs]
@@ -272,8 +289,9 @@ def format_table(rows: list[Row], skipped: dict[str, str], info: dict[str, Any])
 
 def write_results(rows: list[Row], skipped: dict[str, str], info: dict[str, Any],
                   path: Path | None = None, merge: bool = True) -> None:
-    """Write results atomically. With `merge` (one benchmark run alone), rows of other (bench, case)
-    pairs stay as they were; without it (`run_all`) the file holds exactly this run."""
+    """Write results atomically. With `merge` (one benchmark run alone), rows of the benches that did
+    not run stay as they were (a bench that ran replaces all its rows); without it (`run_all`) the file
+    holds exactly this run."""
     from multiteacher.io import atomic_write_json
 
     path = path or results_path()
@@ -283,8 +301,9 @@ def write_results(rows: list[Row], skipped: dict[str, str], info: dict[str, Any]
     if merge and path.exists():
         try:
             old = json.loads(path.read_text())
+            rerun = {r.bench for r in rows}  # a bench that ran replaces all its rows (a renamed case leaves none)
             old_rows = [r for r in old.get("rows", []) if (r.get("bench"), r.get("case")) not in fresh
-                        and r.get("bench") not in skipped]
+                        and r.get("bench") not in skipped and r.get("bench") not in rerun]
             for r in old_rows:  # kept rows keep the machine (and load) they were measured on
                 ex = r.setdefault("extra", {})
                 if "machine" not in ex and "machine" in old:
