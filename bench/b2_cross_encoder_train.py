@@ -38,8 +38,9 @@ outside on both sides (each run starts from the initial weights by `load_state_d
   length-grouped batches, so the grouping's share of the speed-up shows apart from the rest.
 
 Issue 16 (identical batches >= 1.0): the first runs gave 0.93 (both grouped) and 0.81 (both random).
-`python -m bench.profile_b2` (cProfile of both sides on the same batches, per phase) found: (1) our
-optimizer step took 0.33 s of a ~4 s step against the peer's 0.05 s — torch's default AdamW on CPU is
+`python -m bench.profile_b2 --before` (cProfile of both sides on the same batches, per phase: ours
+3.93 s CPU a step, the peer 3.65; after the fixes 3.46 vs 3.68) found: (1) our optimizer step took
+0.10 s against the peer's 0.02 s — torch's default AdamW on CPU is
 the per-tensor loop, transformers' Trainer uses the fused kernel; the engine now builds fused
 Adam/AdamW (`engine.loop.build_optimizer`); (2) our one forward of all 2B pairs padded every pair to
 the step's longest, the peer's two forwards (positives, negatives) each to their own; the recipe's

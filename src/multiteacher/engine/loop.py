@@ -187,8 +187,8 @@ def build_optimizer(params: Any, cfg: FitConfig) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     params = [{**g, "params": list(g["params"])} if isinstance(g, dict) else g for g in params]
     # Fused kernels (one pass over each parameter instead of ~10 tensor ops): what transformers'
-    # Trainer uses by default. On CPU torch's default is the per-tensor loop, 7x slower for a 22M-param
-    # cross-encoder (0.33 vs 0.05 s a step, bench/profile_b2.py). Fused needs floating-point
+    # Trainer uses by default. On CPU torch's default is the per-tensor loop, ~4x slower for a 22M-param
+    # cross-encoder (0.10 vs 0.02 s a step, `python -m bench.profile_b2 --before`). Fused needs floating-point
     # parameters on one supported device; anything else keeps torch's default.
     try:
         return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=_fusable(params))
