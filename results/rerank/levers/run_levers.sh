@@ -10,6 +10,8 @@ run() { local name=$1; shift; $MT --run-dir "runs/levers/$name" --set "$@"; }
 
 case "${1:-all}" in
   trec-only) run trec-only seed=0 ;;
+  trec-only-L3)  # student size lever (run first, with lr 5e-5): the first 3 layers only
+    run trec-only-L3 model.keep_layers=3 fit.lr=5.0e-5 ;;
   mm100)   run mm100   "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 100}]" ;;
   mm1k)    run mm1k    "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 1000}]" ;;
   mm10k)   run mm10k   "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 10000}]" ;;
