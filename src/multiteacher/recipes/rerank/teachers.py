@@ -48,8 +48,10 @@ class TeacherSpec(StrictModel):
     by: Literal["score", "rank"] = Field("score", description="run: use the score column, or minus the rank.")
     path: str | None = Field(None, description="biencoder / crossencoder: model folder or hub name.")
     max_length: int = Field(256, ge=8, le=8192, description="biencoder / crossencoder: tokens per text (pair).")
-    batch_size: int = Field(64, ge=1, le=65536, description="biencoder / crossencoder: pairs per `predict` call while "
-                            "filling the teacher cache (the encoder's own forward batches are token-sorted, 16 texts / 8 pairs).")
+    batch_size: int = Field(
+        64, ge=1, le=65536, description="biencoder / crossencoder: pairs per `predict` call while filling the "
+        "teacher cache (the encoder's own forward batches are token-sorted: 16 texts / 8 pairs).",
+    )
     weight: float = Field(1.0, ge=0, description="Weight in the fused teacher (unless tune_weights).")
     optional: bool = Field(
         False,
