@@ -76,7 +76,7 @@ def step(model, batch):
 
 
 ctx = mt.RunContext.create(work / "run", seed=0, data_dir=DATA)  # run dir, Fabric, seeding: one call
-mt.fit(ctx, "student", model, groups, step, mt.FitConfig(max_steps=150, batch_size=8, lr=5e-3, val_every=150),
+mt.fit(ctx, "student", model, groups, step, mt.FitConfig(max_steps=150, batch_size=8, lr=1e-3, val_every=150),
        collate_fn=lambda items: items)
 model.eval()
 with torch.no_grad():
