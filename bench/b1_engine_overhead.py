@@ -59,7 +59,7 @@ def ce_step(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Ten
 def bare(make: Callable[[], nn.Module], init: dict, data: TensorDataset, steps: int) -> Timing:
     model = make()
     model.load_state_dict(init)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)  # as fit builds it (issue 16: fused on CPU)
     loader = DataLoader(data, batch_size=BATCH, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(0))
 
@@ -111,7 +111,7 @@ def case(label: str, make: Callable[[], nn.Module], kind: str, n: int, steps: in
         fns["ours_nolog"] = lambda: ours(make, init, data, steps, None, log_every=10**9)
     t = alternate(fns, repeats=repeats)
     ms = 1000 * sorted(c for _, c in t["peer"])[len(t["peer"]) // 2] / steps  # CPU ms per bare step
-    peer_cfg = (f"bare loop, DataLoader(shuffle, seeded), AdamW, batch {BATCH}, {steps} steps, 1 thread "
+    peer_cfg = (f"bare loop, DataLoader(shuffle, seeded), fused AdamW, batch {BATCH}, {steps} steps, 1 thread "
                 f"({ms:.1f} ms CPU/step)")
     rows = [ratio_row("B1", f"{label}, no val/ckpt, train log every 10", t["ours"], t["peer"], work=steps,
                       unit="steps/s", goal_min=0.97, peer_cfg=peer_cfg,
