@@ -65,7 +65,8 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         if key in pq.get("untrained", {}).get("test", {}):
             refs["student:untrained"] = pq["untrained"]["test"][key]
         fs = key.split("@", 1)[1] if "@" in key else (main_fs if isinstance(main_fs, str) else "+".join(main_fs))
-        tests[key] = {"first_stage": fs, "student": pq["student"]["test"][key], "refs": refs}
+        tests[key] = {"first_stage": fs, "student": pq["student"]["test"][key], "refs": refs,
+                      "interpolated": pq.get("interpolated", {}).get("test", {}).get(key)}
     val_refs = {k.split("|")[2]: v["mean"]["nDCG@10"] for k, v in pq["baselines"].items() if k.startswith("val|")}
     m = res["metrics"]
     return {
@@ -75,6 +76,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         "val_refs": val_refs,
         "curve": _val_curve(run_dir),
         "best_step": m.get("train/best_step"),
+        "alpha": m.get("eval/interpolation_alpha"),
         "train_seconds": (res.get("timings") or {}).get("train_seconds"),
     }
 
@@ -98,22 +100,30 @@ def build(groups: dict[str, list[dict[str, Any]]], key: str) -> dict[str, Any]:
     first = next(iter(groups.values()))[0]
     fs_name = first["tests"][key]["first_stage"]
     rows, tests = [], {}
+    variants = [("student", "")]
+    if all(r["tests"][key]["interpolated"] for runs in groups.values() for r in runs):
+        variants.append(("interpolated", " + first stage"))
     for label, all_runs in groups.items():
-        runs = [{**r, **r["tests"][key]} for r in all_runs]
-        row = {"label": label, "seeds": [r["seed"] for r in runs], "dirs": [r["dir"] for r in runs]}
-        row["val_best"] = [max(v for _, v in r["curve"]) if r["curve"] else None for r in runs]
-        row["best_step"] = [r["best_step"] for r in runs]
-        row["train_seconds"] = [r["train_seconds"] for r in runs]
-        for meas in MEASURES:
-            row[f"test/{meas}"] = [r["student"]["mean"][meas] for r in runs]
-        for ref in (fs_name, "teacher:minilm"):
-            base = runs[0]["refs"].get(ref)
-            if base is None:
-                continue
+        for system, suffix in variants:
+            runs = [{**r, **r["tests"][key]} for r in all_runs]
+            entries = [r[system] for r in runs]
+            name = label + suffix
+            row = {"label": name, "seeds": [r["seed"] for r in runs], "dirs": [r["dir"] for r in runs]}
+            row["val_best"] = [max(v for _, v in r["curve"]) if r["curve"] and not suffix else None for r in runs]
+            row["best_step"] = [r["best_step"] for r in runs]
+            row["alpha"] = [r["alpha"] for r in runs] if suffix else None
+            row["train_seconds"] = [r["train_seconds"] for r in runs]
             for meas in MEASURES:
-                res = paired_randomization_test(_seed_mean(runs, meas), _per_query(base, meas), seed=0)
-                tests[(label, ref, meas)] = (statistics.mean(row[f"test/{meas}"]) - base["mean"][meas], res.p_value)
-        rows.append(row)
+                row[f"test/{meas}"] = [e["mean"][meas] for e in entries]
+            for ref in (fs_name, "teacher:minilm"):
+                base = runs[0]["refs"].get(ref)
+                if base is None:
+                    continue
+                for meas in MEASURES:
+                    res = paired_randomization_test(_seed_mean(entries, meas), _per_query(base, meas), seed=0)
+                    tests[(name, ref, meas)] = (statistics.mean(row[f"test/{meas}"]) - base["mean"][meas],
+                                                res.p_value)
+            rows.append(row)
     holm_p: dict[tuple[str, str, str], float] = {}
     for ref in (fs_name, "teacher:minilm"):
         for meas in MEASURES:
@@ -134,12 +144,13 @@ def markdown(table: dict[str, Any]) -> str:
         f"## Test {table['test_set']}, candidates: {fs} top-100",
         "",
         "Student rows: test measures of the checkpoint with the best validation nDCG@10 (mean ± std over seeds "
-        "when several). Δ / p: paired randomisation test (10,000 sign flips, seed 0) of the student's per-query "
+        "when several); `+ first stage`: the student's and the first stage's per-query z-scores mixed with the "
+        "weight a picked on validation (`eval.interpolate`). Δ / p: paired randomisation test (10,000 sign flips, seed 0) of the student's per-query "
         f"values (averaged over seeds) against `{fs}` and against the MiniLM bi-encoder on the same candidates; "
         "p Holm-corrected over the levers, per reference and measure.",
         "",
         "| lever | seeds | best val nDCG@10 | best step | test nDCG@10 | test RR@10 | test AP | Δ nDCG vs "
-        f"{fs} (p Holm) | Δ nDCG vs MiniLM (p Holm) | train s |",
+        f"{fs} (p Holm) | Δ nDCG vs MiniLM (p Holm) | train wall s (shared CPU) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     by = {(t["label"], t["vs"], t["measure"]): t for t in table["tests"]}
@@ -150,8 +161,9 @@ def markdown(table: dict[str, Any]) -> str:
             cells.append("—" if t is None else f"{t['delta']:+.3f} ({t['p_holm']:.3f})")
         val = [v for v in r["val_best"] if v is not None]
         secs = [s for s in r["train_seconds"] if s]
+        label = r["label"] + (f" (a = {', '.join(f'{a:g}' for a in r['alpha'])})" if r.get("alpha") else "")
         lines.append(
-            f"| {r['label']} | {len(r['seeds'])} | {_mean_std(val) if val else '—'} | "
+            f"| {label} | {len(r['seeds'])} | {_mean_std(val) if val else '—'} | "
             f"{', '.join(str(int(s)) for s in r['best_step'] if s is not None)} | {_mean_std(r['test/nDCG@10'])} | "
             f"{_mean_std(r['test/RR(rel=2)@10'])} | {_mean_std(r['test/AP(rel=2)'])} | {cells[0]} | {cells[1]} | "
             f"{round(statistics.mean(secs)) if secs else '—'} |"
