@@ -232,9 +232,10 @@ class BiEncoderTeacher(_PairEncoderTeacher):
     kind = "biencoder"
     QUERY_MEMO = 200_000  # texts (queries and passages) whose embeddings are kept: ~300 MB at 384 dims
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._queries: dict[str, np.ndarray] = {}
+    def __init__(self, name: str, path: str, *, max_length: int = 256, device: str | torch.device = "cpu",
+                 batch_size: int | None = None, backend: Literal["auto", "torch", "onnx"] = "auto") -> None:
+        super().__init__(name, path, max_length=max_length, device=device, batch_size=batch_size, backend=backend)
+        self._queries: dict[str, np.ndarray] = {}  # text -> embedding (queries and passages)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised mean-pooled embeddings `(N, H)` of `texts` (float32), in input order.
