@@ -180,8 +180,9 @@ def has_teacher(spec: TeacherSpec, data: IRData, set_dir: Path | None) -> bool:
     stem = Path(spec.file or "").stem
     if spec.kind == "run" and spec.by == "score" and (stem in data.runs or (stem == "bm25" and set_dir is None)):
         return True
-    return _set_file(set_dir, spec.file or "").is_file() if set_dir is not None or Path(spec.file or "").is_absolute() \
-        else False
+    if set_dir is None and not Path(spec.file or "").is_absolute():
+        return False  # a set without a folder (extra queries) has no run files
+    return _set_file(set_dir, spec.file or "").is_file()
 
 
 def teacher_run(
