@@ -130,6 +130,19 @@ def _warm(teacher: Any, sample: list[tuple[str, str]]) -> float:
     return round(time.perf_counter() - t0, 2)
 
 
+def _race(teacher: Any, teacher_pt: Any, sample_pairs: list, d: Any, peer: Callable[[], Timing],
+          peer_out: dict[str, Any]) -> tuple[dict[str, list[Timing]], float, float]:
+    """Warm both of our teachers (untimed, as the peer's batch-size search warmed it), then time ours,
+    the peer and ours on PyTorch in turn; returns the timings, our one-off seconds and the largest
+    per-pair score difference from the peer."""
+    one_off = _warm(teacher, sample_pairs)
+    _warm(teacher_pt, sample_pairs)
+    ours_out: dict[str, Any] = {}
+    t = alternate({"ours": lambda: _ours(teacher, d, ours_out), "peer": peer,
+                   "ours_pt": lambda: _ours(teacher_pt, d, {})}, repeats=REPEATS, warmup=0)
+    return t, one_off, _max_diff(ours_out["run"], peer_out["peer"], d.pairs())
+
+
 def biencoder(d: Any, model: Path) -> list[Row]:
     import sentence_transformers
     from sentence_transformers import SentenceTransformer
@@ -163,12 +176,7 @@ def biencoder(d: Any, model: Path) -> list[Row]:
             res["peer"] = _as_run(pairs, scores)
         return timed(go)
 
-    one_off = _warm(teacher, sample_pairs)  # warm-up (untimed), as the peer's batch-size search warmed it
-    _warm(teacher_pt, sample_pairs)
-    ours_out: dict[str, Any] = {}
-    t = alternate({"ours": lambda: _ours(teacher, d, ours_out), "peer": peer,
-                   "ours_pt": lambda: _ours(teacher_pt, d, {})}, repeats=REPEATS, warmup=0)
-    diff = _max_diff(ours_out["run"], res["peer"], pairs)
+    t, one_off, diff = _race(teacher, teacher_pt, sample_pairs, d, peer, res)
     case = (f"MiniLM-L6 bi-encoder teacher, dl19 BM25 top-100 x {len(qids)} queries ({len(pairs)} pairs, "
             f"{len(docids)} distinct passages), max len {MAX_LEN}")
     row = ratio_row(
@@ -214,12 +222,7 @@ def crossencoder(d: Any, model: Path, tmp: Path) -> list[Row]:
             res["peer"] = _as_run(pairs, scores)
         return timed(go)
 
-    one_off = _warm(teacher, sample_pairs)  # warm-up (untimed), as the peer's batch-size search warmed it
-    _warm(teacher_pt, sample_pairs)
-    ours_out: dict[str, Any] = {}
-    t = alternate({"ours": lambda: _ours(teacher, d, ours_out), "peer": peer,
-                   "ours_pt": lambda: _ours(teacher_pt, d, {})}, repeats=REPEATS, warmup=0)
-    diff = _max_diff(ours_out["run"], res["peer"], pairs)
+    t, one_off, diff = _race(teacher, teacher_pt, sample_pairs, d, peer, res)
     n_q = len({q for q, _ in pairs})
     case = (f"MiniLM-L6 cross-encoder teacher (fresh seeded head), dl19 BM25 top-100 x {n_q} queries "
             f"({len(pairs)} pairs), max len {MAX_LEN}")

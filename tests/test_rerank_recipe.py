@@ -36,6 +36,11 @@ def test_committed_configs_validate_and_val_list_is_disjoint_from_tests() -> Non
     for cfg in (a, b):  # validation queries come from a training set, never from the test set
         used = {s for s, _ in vals if s in cfg.data.train}
         assert used and not used & set(cfg.data.test)
+    # the recommended student trains on every shared set and validates on every committed line: no test set
+    final = load_config(REPO / "recipes" / "rerank-final.yaml")
+    assert final.data.test == [] and {s for s, _ in vals} == {"trec-dl/dl19", "trec-dl/dl21"}
+    assert {s for s, _ in vals} < set(final.data.train)
+    assert [q.max_queries for q in final.data.extra_queries] == [10000]
     with pytest.raises(ConfigError, match="monitor"):
         load_config(TINY, ["fit.monitor=val/P@5"])
 
