@@ -30,7 +30,7 @@ demo: install
 	@echo "reports: runs/demo-*/report.md"
 
 lint: install
-	$(BIN)/ruff check src tests bench scripts examples docs
+	$(BIN)/ruff check src tests bench scripts examples docs results
 
 test: install lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest

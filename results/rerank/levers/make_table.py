@@ -145,8 +145,9 @@ def markdown(table: dict[str, Any]) -> str:
         "",
         "Student rows: test measures of the checkpoint with the best validation nDCG@10 (mean ± std over seeds "
         "when several); `+ first stage`: the student's and the first stage's per-query z-scores mixed with the "
-        "weight a picked on validation (`eval.interpolate`). Δ / p: paired randomisation test (10,000 sign flips, seed 0) of the student's per-query "
-        f"values (averaged over seeds) against `{fs}` and against the MiniLM bi-encoder on the same candidates; "
+        "weight a picked on validation (`eval.interpolate`). Δ / p: paired randomisation test (10,000 sign flips, "
+        f"seed 0) of the student's per-query values (averaged over seeds) against `{fs}` and against the MiniLM "
+        "bi-encoder on the same candidates; "
         "p Holm-corrected over the levers, per reference and measure.",
         "",
         "| lever | seeds | best val nDCG@10 | best step | test nDCG@10 | test RR@10 | test AP | Δ nDCG vs "
@@ -208,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", help="LABEL=RUN_DIR (repeat a label for more seeds)")
     ap.add_argument("--out", default=str(HERE), help="output folder (default: next to this script)")
+    ap.add_argument("--title", default="Levers of the rerank student", help="heading of the markdown file")
     args = ap.parse_args(argv)
     groups: dict[str, list[dict[str, Any]]] = {}
     for item in args.runs:
@@ -219,10 +221,12 @@ def main(argv: list[str] | None = None) -> None:
     tables = [build(groups, key) for key in keys]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python results/rerank/levers/make_table.py " + " ".join(f"'{x}'" for x in args.runs)
+    opts = "".join(f" --{k} '{v}'" for k, v in (("out", args.out), ("title", args.title))
+                   if v != ap.get_default(k))
+    command = "python results/rerank/levers/make_table.py" + opts + " " + " ".join(f"'{x}'" for x in args.runs)
     from multiteacher.io import atomic_write_json, atomic_write_text
 
-    text = f"# Levers of the rerank student\n\nMade by `{command}`.\n\n" + "\n".join(markdown(t) for t in tables)
+    text = f"# {args.title}\n\nMade by `{command}`.\n\n" + "\n".join(markdown(t) for t in tables)
     atomic_write_json(out / "levers.json", tables)
     atomic_write_text(out / "levers.md", text)
     plot(groups, tables[0]["val_refs"], out / "curves.png")

@@ -19,7 +19,12 @@ case "${1:-all}" in
   mm10k-minilm)  # teachers lever: the MiniLM bi-encoder alone instead of the fused teachers
     run mm10k-minilm "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 10000}]" \
       'teachers.members=[{name: minilm, kind: biencoder, path: models/all-MiniLM-L6-v2, max_length: 256}]' ;;
-  *) echo "usage: $0 trec-only|mm100|mm1k|mm10k|pass10k|mm10k-minilm" >&2; exit 2 ;;
+  mm10k-s1|mm10k-s2)  # seeds of the +10k MS MARCO lever (seed 0 is mm10k)
+    run "$1" seed="${1#mm10k-s}" "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 10000}]" ;;
+  foldb-mm10k-s0|foldb-mm10k-s1|foldb-mm10k-s2)  # fold B: train dl19 (minus its validation lines) + dl22, test dl21
+    run "$1" seed="${1#foldb-mm10k-s}" 'data.train=[trec-dl/dl19, trec-dl/dl22]' 'data.test=[trec-dl/dl21]' \
+      "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 10000}]" ;;
+  *) echo "usage: $0 trec-only|mm100|mm1k|mm10k|pass10k|mm10k-minilm|mm10k-s1|mm10k-s2|foldb-mm10k-s0|..s2" >&2; exit 2 ;;
 esac
 # table: .venv/bin/python results/rerank/levers/make_table.py 'TREC only=runs/levers/trec-only' \
 #   '+100 MS MARCO=runs/levers/mm100' '+1k MS MARCO=runs/levers/mm1k' '+10k MS MARCO=runs/levers/mm10k' \
