@@ -41,6 +41,10 @@ History: the first B7 run (2026-12-06) gave 0.735 / 0.790 — a `predict` then e
 pair (1,500 query encodings where the peer does 15) and ran forward batches of 64, the slowest size on
 this CPU (the peer's best was 16 / 8).
 
+Each main row's `extra.fp32_ceiling` (`bench.b8_flops.fp32_ceiling`): both sides' forward FLOPs over
+real tokens per CPU second as a fraction of this CPU's fp32 matmul peak, and `max_ratio_at_peak`, the
+ratio an implementation running nothing but peak-rate matmuls would reach against the peer.
+
 Scores of both sides are compared per pair (max absolute difference, cosine or logit), asserted
 <= 1e-4 and stored in the row. Ratio = pairs/s ours / peer (median of per-round ratios).
 """
@@ -58,6 +62,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.b8_flops import fp32_ceiling
 from bench.common import Row, Skip, Timing, alternate, data_dir, minilm_path, pick, ratio_row, run_single, timed
 
 QUERIES = int(os.environ.get("B7_QUERIES", pick(15, 1)))
@@ -130,6 +135,13 @@ def _warm(teacher: Any, sample: list[tuple[str, str]]) -> float:
     return round(time.perf_counter() - t0, 2)
 
 
+def _ceiling(tok: Any, first: list[str], second: list[str] | None, config: Any, batch: int,
+             t: dict[str, list[Timing]]) -> dict[str, float]:
+    """`fp32_ceiling` of our main path vs the peer over the texts (or text pairs) the race encoded."""
+    ids = tok(first, second, truncation=True, max_length=MAX_LEN)["input_ids"]
+    return fp32_ceiling([len(x) for x in ids], config, batch, [c for _, c in t["ours"]], [c for _, c in t["peer"]])
+
+
 def _race(teacher: Any, teacher_pt: Any, sample_pairs: list, d: Any, peer: Callable[[], Timing],
           peer_out: dict[str, Any]) -> tuple[dict[str, list[Timing]], float, float]:
     """Warm both of our teachers (untimed, as the peer's batch-size search warmed it), then time ours,
@@ -191,7 +203,9 @@ def biencoder(d: Any, model: Path) -> list[Row]:
                  + f" on {len(sample)} passages), then one dot product per pair; fp32, 1 thread",
         extra={"queries": len(qids), "pairs": len(pairs), "distinct_passages": len(docids), "peer_batch": peer_bs,
                "peer_batch_speeds": {str(k): round(v, 1) for k, v in speed.items()}, "tolerance": TOL,
-               "backend": teacher.runner.chosen, "one_off_s": one_off})
+               "backend": teacher.runner.chosen, "one_off_s": one_off,
+               "fp32_ceiling": _ceiling(st.tokenizer, qtexts + ptexts, None, st[0].auto_model.config,
+                                        teacher.batch_size, t)})
     return [_check(row, diff, "bi-encoder"), _diagnostic(row, t["ours_pt"], t["peer"], len(pairs))]
 
 
@@ -238,6 +252,8 @@ def crossencoder(d: Any, model: Path, tmp: Path) -> list[Row]:
         extra={"pairs": len(pairs), "peer_batch": peer_bs, "tolerance": TOL, "backend": teacher.runner.chosen,
                "one_off_s": one_off,
                "peer_batch_speeds": {str(k): round(v, 1) for k, v in speed.items()},
+               "fp32_ceiling": _ceiling(ce.tokenizer, [a for a, _ in texts], [b for _, b in texts],
+                                        ce.model.config, teacher.batch_size, t),
                "note": "no pretrained cross-encoder offline: all-MiniLM-L6-v2 weights + a fresh 1-logit "
                        "classification head (torch.manual_seed(0)), saved once, loaded by both sides; "
                        "its scores are meaningless as relevance, the cost is a real cross-encoder's"})

@@ -44,6 +44,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,10 @@ def forward_shapes(mask: torch.Tensor) -> list[tuple[int, int]]:
     return [(a, int(lens[0])), (len(lens) - a, int(lens[a]))]
 
 
-def matmul_peak(tokens: int, h: int, f: int, seconds: float = 0.5, best_of: int = 3) -> tuple[float, dict[str, float]]:
-    """FLOP/s of a pure torch.matmul loop over one layer's forward shapes (and per shape)."""
+def matmul_peak(tokens: int, h: int, f: int, seconds: float = 0.5, best_of: int = 3,
+                clock: Callable[[], float] = time.perf_counter) -> tuple[float, dict[str, float]]:
+    """FLOP/s of a pure torch.matmul loop over one layer's forward shapes (and per shape); `clock`
+    `time.process_time` gives FLOPs per CPU second (robust to neighbours at one thread)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(tokens, h, generator=g)
     xf = torch.randn(tokens, f, generator=g)
@@ -101,12 +104,12 @@ def matmul_peak(tokens: int, h: int, f: int, seconds: float = 0.5, best_of: int 
                 torch.matmul(a, b)
             best = 0.0
             for _ in range(best_of):
-                n, t0 = 0, time.perf_counter()
+                n, t0 = 0, clock()
                 while True:
                     for a, b in ops:
                         torch.matmul(a, b)
                     n += 1
-                    dt = time.perf_counter() - t0
+                    dt = clock() - t0
                     if dt >= seconds:
                         break
                 best = max(best, n * sum(flops(a, b) for a, b in ops) / dt)
@@ -115,6 +118,41 @@ def matmul_peak(tokens: int, h: int, f: int, seconds: float = 0.5, best_of: int 
     mix = [(a, b) for a, b, k in shapes.values() for _ in range(k)]
     per_shape = {name: rate([(a, b)]) for name, (a, b, _) in shapes.items()}
     return rate(mix), per_shape
+
+
+def fp32_ceiling(lengths: list[int], config: Any, batch: int, ours_cpu_s: list[float], peer_cpu_s: list[float]
+                 ) -> dict[str, float]:
+    """How far from this CPU's fp32 limit both sides of an inference race run, and the largest ratio any fp32
+    implementation could reach against the peer.
+
+    Useful work = the encoder's matmul + attention FLOPs over each sequence's real tokens (`lengths`, no
+    padding; forward only); peak = `matmul_peak` per CPU second at one layer's shapes for `batch` sequences
+    of the mean length. `max_ratio_at_peak` = peer CPU seconds / (useful FLOPs / peak): the ratio ours/peer
+    if ours spent nothing but peak-rate matmuls on real tokens (an upper bound: layer norms, softmax, GELU,
+    tokenisation and the head are free in it).
+
+    Args:
+        lengths: token count of every sequence the run encodes (after truncation).
+        config: the transformers config (hidden_size, intermediate_size, num_hidden_layers).
+        batch: sequences per forward batch (sets the matmul shapes of the peak).
+        ours_cpu_s: our per-round CPU seconds.
+        peer_cpu_s: the peer's per-round CPU seconds.
+
+    Returns:
+        The figures, for a row's `extra`.
+    """
+    h, f, n_layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    useful = sum(n_layers * layer_flops(h, f, n, n) for n in lengths)
+    peak, _ = matmul_peak(max(1, round(batch * statistics.mean(lengths))), h, f, seconds=pick(0.5, 0.2),
+                          clock=time.process_time)
+    ours, peer = statistics.median(ours_cpu_s), statistics.median(peer_cpu_s)
+    return {"useful_gflop": round(useful / 1e9, 2), "matmul_peak_gflops_per_cpu_s": round(peak / 1e9, 2),
+            "ours_fraction_of_peak": round(useful / ours / peak, 4),
+            "peer_fraction_of_peak": round(useful / peer / peak, 4),
+            "max_ratio_at_peak": round(peer * peak / useful, 3),
+            "method": "useful = forward matmul+attention FLOPs over real tokens, 2(4h^2+2hf)n + 4n^2h per layer; "
+                      "peak = bare torch.matmul loop at one layer's shapes per CPU second; fraction = useful / "
+                      "median CPU s / peak"}
 
 
 def run() -> list[Row]:
