@@ -87,6 +87,11 @@ def _mean_std(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
 
 
+def _p(p: float) -> str:
+    """A p value at the resolution of 10,000 sign flips."""
+    return f"{p:.3f}" if p >= 0.001 else "< 0.001"
+
+
 def _seed_mean(entries: list[dict[str, Any]], measure: str) -> dict[str, float]:
     per = [_per_query(e, measure) for e in entries]
     qids = sorted(set.intersection(*(set(p) for p in per)))
@@ -159,7 +164,7 @@ def markdown(table: dict[str, Any]) -> str:
         cells = []
         for ref in (fs, "teacher:minilm"):
             t = by.get((r["label"], ref, "nDCG@10"))
-            cells.append("—" if t is None else f"{t['delta']:+.3f} ({t['p_holm']:.3f})")
+            cells.append("—" if t is None else f"{t['delta']:+.3f} ({_p(t['p_holm'])})")
         val = [v for v in r["val_best"] if v is not None]
         secs = [s for s in r["train_seconds"] if s]
         label = r["label"] + (f" (a = {', '.join(f'{a:g}' for a in r['alpha'])})" if r.get("alpha") else "")
