@@ -26,6 +26,6 @@ def test_fp32_ceiling_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
     # two sequences of 10 and 20 tokens: 1440 + (2*32*20 + 4*400*2 = 1280 + 3200) = 5920 useful FLOPs
     out = b8.fp32_ceiling([10, 20], cfg, batch=4, ours_cpu_s=[40.0, 20.0, 30.0], peer_cpu_s=[50.0])
     assert seen == {"tokens": 60, "h": 2, "f": 4}  # 4 sequences of the mean length 15
-    assert out["ours_fraction_of_peak"] == round(5920 / 30.0 / 360.0, 4)  # median of the rounds: 30 s
-    assert out["peer_fraction_of_peak"] == round(5920 / 50.0 / 360.0, 4)
-    assert out["max_ratio_at_peak"] == round(50.0 * 360.0 / 5920, 3)
+    assert out["ours_fraction_of_peak"] == 0.5481  # 5920 FLOPs / 30 s (median of the rounds) / 360 FLOP/s
+    assert out["peer_fraction_of_peak"] == 0.3289  # 5920 / 50 / 360
+    assert out["max_ratio_at_peak"] == 3.041  # 50 s * 360 FLOP/s / 5920 FLOPs
