@@ -202,3 +202,22 @@ def test_fabric_path_bf16_mixed(tmp_path: Path) -> None:
     ctx.fabric = fabric
     res = fit(ctx, "m", model(), data(), step, CFG, evaluate)
     assert res.steps == 37 and res.best_metrics["val/acc"] > 0.7
+
+
+def test_results_record_the_runs_own_cpu_seconds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cpu_time_s` is the main process's CPU time between the context's start and `finish` (clock faked)."""
+    import time as real_time
+    import types
+
+    import multiteacher.runs as runs_mod
+
+    ticks = iter([100.0, 103.5])
+    fake = types.SimpleNamespace(**{k: getattr(real_time, k) for k in ("perf_counter", "strftime", "gmtime",
+                                                                        "time", "monotonic", "sleep")})
+    fake.process_time = lambda: next(ticks)
+    monkeypatch.setattr(runs_mod, "time", fake)
+    ctx = make_ctx(tmp_path / "r")
+    res = ctx.finish(metrics={"acc": 1.0})
+    assert res.cpu_time_s == 3.5
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["cpu_time_s"] == 3.5
+    assert "CPU 3.5 s" in (tmp_path / "r" / "report.md").read_text()

@@ -577,6 +577,8 @@ def write_run_report(run_dir: str | Path) -> Path:
     res = load_results([run_dir])[0]
     plots = plot_metrics(run_dir)
     wall = f"{res['wall_time_s']:.1f} s" if res["wall_time_s"] is not None else "n/a"
+    if res.get("cpu_time_s") is not None:
+        wall += f", CPU {res['cpu_time_s']:.1f} s"
     lines = [f"# Run `{res['name']}` ({res['recipe']})", "",
              f"- seed: {res['seed']}; config hash: `{res['config_hash']}`; commit: `{res['commit']}`",
              f"- wall time: {wall} (last session; sessions: {res['sessions']});"

@@ -54,7 +54,7 @@ from multiteacher.report import write_run_report
 from multiteacher.rundir import RunDirLock, config_differences, data_fingerprint, disk_error, is_disk_error
 from multiteacher.schema import RunInfo, RunResults, read_run_info, validated
 
-VOLATILE_RESULT_KEYS = ("wall_time_s", "timings", "finished_at", "sessions", "versions", "commit")
+VOLATILE_RESULT_KEYS = ("wall_time_s", "cpu_time_s", "timings", "finished_at", "sessions", "versions", "commit")
 TRACKING_DIR = "tracking"
 
 
@@ -93,6 +93,7 @@ class RunContext:
     _log_handle: Any = field(init=False, default=None, repr=False)  # kept open: one open() per record cost ~70 µs
     _loggers: list[Any] | None = field(init=False, default=None, repr=False)  # built on the first log (rank 0)
     _started: float = field(init=False, default=0.0, repr=False)
+    _cpu_started: float = field(init=False, default=0.0, repr=False)
     _sessions: int = field(init=False, default=1, repr=False)
     _lock: RunDirLock | None = field(init=False, default=None, repr=False)  # held by rank 0 for the run's life
 
@@ -100,6 +101,7 @@ class RunContext:
         self.run_dir = Path(self.run_dir)
         self._log_file = self.run_dir / "metrics.jsonl"
         self._started = time.perf_counter()
+        self._cpu_started = time.process_time()
         if self.fabric is None:
             from lightning_fabric import Fabric
 
@@ -477,6 +479,7 @@ class RunContext:
             "commit": git_commit(),
             "sessions": self._sessions,
             "wall_time_s": round(time.perf_counter() - self._started, 3),
+            "cpu_time_s": round(time.process_time() - self._cpu_started, 3),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "versions": {"multiteacher": __version__, "torch": torch.__version__,
                          "python": platform.python_version()},

@@ -84,6 +84,9 @@ class RunResults(_FileModel):
     commit: str = Field("unknown", description="Git commit of the source (`+dirty` when modified), or 'unknown'.")
     sessions: int = Field(1, ge=1, description="Number of sessions that worked on the run (1 + resumes).")
     wall_time_s: float | None = Field(None, ge=0, description="Wall time of the last session in seconds.")
+    cpu_time_s: float | None = Field(None, ge=0, description="CPU seconds of the last session's main process "
+                                     "(all its threads; not data-loader workers): the run's own compute, which "
+                                     "other jobs sharing the CPU do not inflate as they do wall time.")
     finished_at: str | None = Field(None, description="UTC time the results were written (ISO 8601).")
     versions: dict[str, str] = Field(default_factory=dict, description="Versions of multiteacher, torch and "
                                      "Python that made the run.")
