@@ -7,7 +7,8 @@ is the objective's `groups` (see `objectives.OBJECTIVES`):
   - `teacher_pair` (marginmse): (d1, d2) with d1 from the teacher's top `pos_top`, d2 from the rest,
     targets = teacher scores (the loss uses the margin);
   - `teacher_list` (ranknet, adrmse, listnet): `list_size` passages drawn without replacement from the
-    teacher's top `list_from_top`, targets = teacher scores (losses use the order).
+    teacher's top `list_from_top`, targets = teacher scores (losses use the order); a query whose teacher
+    scored fewer passages gets shorter lists (batches pad them with a mask, see `training.make_collate`).
 Only passages the teacher scored are drawn (a teacher that did not retrieve a passage has no score).
 Groups are drawn once from a seeded generator, so a resumed run sees the same data.
 """

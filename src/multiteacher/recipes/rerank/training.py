@@ -43,7 +43,11 @@ class GroupDataset(torch.utils.data.Dataset):
 
 
 def make_collate(tok: Any, max_length: int, lookup: dict[str, IRData]) -> Any:
-    """Collate B groups of G passages into B*G tokenised pairs (dynamic padding) plus targets (B, G).
+    """Collate B groups of up to G passages into their tokenised pairs (dynamic padding) plus targets (B, G).
+
+    Groups of different sizes (a listwise group of a query whose teacher scored fewer than `list_size`
+    passages) are padded to the batch's largest: targets 0 and `mask` (B, G) False there; only real pairs
+    are tokenised and scored (`step_fn` scatters their scores into the (B, G) grid).
 
     Args:
         tok: the student's tokenizer.
@@ -51,7 +55,8 @@ def make_collate(tok: Any, max_length: int, lookup: dict[str, IRData]) -> Any:
         lookup: the set owning each query, by qid.
 
     Returns:
-        `collate(groups) -> {"input_ids": ..., ..., "targets": (B, G) float32}`.
+        `collate(groups) -> {"input_ids": ..., ..., "targets": (B, G) float32}`, plus `mask` (B, G) bool
+        when the groups differ in size.
 
     Example:
         >>> batch = make_collate(tok, 128, lookup)(groups[:4])  # doctest: +SKIP
@@ -64,7 +69,13 @@ def make_collate(tok: Any, max_length: int, lookup: dict[str, IRData]) -> Any:
             qs += [d.queries[g.qid]] * len(g.docs)
             ps += [d.passages[x] for x in g.docs]
         batch = dict(encode(tok, qs, ps, max_length))
-        batch["targets"] = torch.tensor([g.targets for g in groups], dtype=torch.float32)
+        width = max(len(g.docs) for g in groups)
+        if all(len(g.docs) == width for g in groups):
+            batch["targets"] = torch.tensor([g.targets for g in groups], dtype=torch.float32)
+            return batch
+        batch["targets"] = torch.tensor([list(g.targets) + [0.0] * (width - len(g.docs)) for g in groups],
+                                        dtype=torch.float32)
+        batch["mask"] = torch.tensor([[i < len(g.docs) for i in range(width)] for g in groups])
         return batch
 
     return collate
@@ -138,8 +149,12 @@ def step_fn(loss_fn: Any) -> Any:
 
     def step(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         targets = batch.pop("targets")
-        scores = forward_scores(model, batch).view(targets.shape)
-        return {"loss": loss_fn(scores, targets)}
+        mask = batch.pop("mask", None)
+        scores = forward_scores(model, batch)
+        if mask is None:
+            return {"loss": loss_fn(scores.view(targets.shape), targets)}
+        grid = scores.new_zeros(targets.shape).masked_scatter(mask, scores)  # row-major: the collate's order
+        return {"loss": loss_fn(grid, targets, mask)}
 
     return step
 
