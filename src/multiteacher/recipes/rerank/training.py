@@ -138,7 +138,7 @@ def step_fn(loss_fn: Any) -> Any:
     """The fit loop's step: score a batch's pairs, reshape to (B, G), apply the loss.
 
     Args:
-        loss_fn: `loss(scores, targets)`.
+        loss_fn: `loss(scores, targets[, mask])` (the mask when a batch holds groups of different sizes).
 
     Returns:
         `step(model, batch) -> {"loss": tensor}`.
