@@ -17,6 +17,10 @@ from multiteacher.recipes.rerank.sampling import Group
 class ScoreIsTokenId(torch.nn.Module):
     """A stand-in cross-encoder: each pair's score is its (single) token id."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # the probe reads the device from a parameter
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> types.SimpleNamespace:
         return types.SimpleNamespace(logits=input_ids[:, :1].float())
 
@@ -42,6 +46,9 @@ def test_mixed_group_sizes_are_masked_and_the_loss_counts_real_pairs_only(monkey
     # q2 (1,5) 1 - 5 = -4. RankNet term log(1 + exp(-(s_i - s_j))), mean over the 4 pairs.
     by_hand = sum(math.log1p(math.exp(m)) for m in (1.0, 2.0, 1.0, 4.0)) / 4
     assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+    # the probe loss (before/after training) takes the same masked path: one chunk of 2 groups
+    probe = T.probe_loss_fn(ScoreIsTokenId(), groups, T.make_collate(None, 16, lookup), R.DistillRankNetLoss())
+    assert probe() == pytest.approx(by_hand, rel=1e-6)
 
 
 def test_equal_group_sizes_keep_the_unmasked_batch(monkeypatch: pytest.MonkeyPatch) -> None:

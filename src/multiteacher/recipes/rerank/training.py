@@ -220,11 +220,12 @@ def probe_loss_fn(model: Any, probe: list[Group], collate: Any, loss_fn: Any) ->
         model.eval()
         with torch.no_grad():
             dev = next(model.parameters()).device
+            step = step_fn(loss_fn)  # the training step's loss, masks of mixed group sizes included
             vals = []
             for i in range(0, len(probe), 16):
-                b = {k: v.to(dev) for k, v in collate(probe[i : i + 16]).items()}
-                t = b.pop("targets")
-                vals.append(float(loss_fn(forward_scores(model, b).view(t.shape), t)) * len(t))
+                chunk = probe[i : i + 16]
+                b = {k: v.to(dev) for k, v in collate(chunk).items()}
+                vals.append(float(step(model, b)["loss"]) * len(chunk))
         model.train(was)
         return sum(vals) / len(probe)
 
