@@ -21,15 +21,18 @@ case "${1:-all}" in
       'teachers.members=[{name: minilm, kind: biencoder, path: models/all-MiniLM-L6-v2, max_length: 256}]' ;;
   mm10k-s1|mm10k-s2)  # seeds of the +10k MS MARCO lever (seed 0 is mm10k)
     run "$1" seed="${1#mm10k-s}" "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 10000}]" ;;
-  mm10k-ranknet)  # the listwise student: DistillRankNet on the fused teachers' ordering (lists of 8 from their top 100)
-    run mm10k-ranknet objective=ranknet "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 10000}]" ;;
+  mm10k-ranknet|mm10k-ranknet-s1|mm10k-ranknet-s2)  # the listwise student: DistillRankNet on the fused
+    # teachers' ordering (lists of 8 from their top 100); mm10k-ranknet is seed 0
+    seed=${1#mm10k-ranknet}; seed=${seed#-s}
+    run "$1" seed="${seed:-0}" objective=ranknet "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 10000}]" ;;
   foldb-mm10k-s0|foldb-mm10k-s1|foldb-mm10k-s2)  # fold B: train dl19 (minus its validation lines) + dl22, test dl21
     run "$1" seed="${1#foldb-mm10k-s}" 'data.train=[trec-dl/dl19, trec-dl/dl22]' 'data.test=[trec-dl/dl21]' \
       "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 10000}]" ;;
-  foldb-mm10k-ranknet)  # the listwise student on fold B
-    run foldb-mm10k-ranknet objective=ranknet 'data.train=[trec-dl/dl19, trec-dl/dl22]' 'data.test=[trec-dl/dl21]' \
+  foldb-mm10k-ranknet|foldb-mm10k-ranknet-s1|foldb-mm10k-ranknet-s2)  # the listwise student on fold B
+    seed=${1#foldb-mm10k-ranknet}; seed=${seed#-s}
+    run "$1" seed="${seed:-0}" objective=ranknet 'data.train=[trec-dl/dl19, trec-dl/dl22]' 'data.test=[trec-dl/dl21]' \
       "data.extra_queries=[{source: file, name: msmarco, path: ['$MM'], max_queries: 10000}]" ;;
-  *) echo "usage: $0 trec-only|trec-only-L3|mm100|mm1k|mm10k|pass10k|mm10k-minilm|mm10k-s1|mm10k-s2|mm10k-ranknet|foldb-mm10k-s0|..s2|foldb-mm10k-ranknet" >&2
+  *) echo "usage: $0 trec-only|trec-only-L3|mm100|mm1k|mm10k|pass10k|mm10k-minilm|mm10k-s1|mm10k-s2|mm10k-ranknet[-s1|-s2]|foldb-mm10k-s0|..s2|foldb-mm10k-ranknet[-s1|-s2]" >&2
      exit 2 ;;
 esac
 # tables: the make_table.py command at the top of results/rerank/levers/levers.md (levers) and of
