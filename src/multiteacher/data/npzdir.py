@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from multiteacher.errors import DataError
 from multiteacher.io import atomic_open, atomic_write_json
+from multiteacher.progress import progress as progress_bar
 
 
 class NpzDir:
@@ -131,7 +131,7 @@ class NpzDir:
         if not (out_dir / "meta.json").exists():
             firsts = {r: _squeeze(self.read(r, frames[0])) for r in reps}
             self._check_same_size(firsts, frames[0])
-            for r in tqdm(reps, desc="npz dir", disable=None if progress is None else not progress):
+            for r in progress_bar(reps, desc="npz dir", enabled=progress is None or bool(progress)):
                 first = firsts[r]
                 with atomic_open(out_dir / f"{r}.npy", "wb") as f:
                     np.lib.format.write_array_header_1_0(f, {

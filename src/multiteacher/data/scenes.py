@@ -33,12 +33,12 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
-from tqdm.auto import tqdm
 
 from multiteacher.config import StrictModel
 from multiteacher.data.registry import DatasetInfo, register_dataset
 from multiteacher.errors import ConfigError, DataError
 from multiteacher.io import atomic_open, atomic_write_json
+from multiteacher.progress import progress as progress_bar
 
 GENERATOR_VERSION = 1
 SCENE_CLASSES: tuple[str, ...] = (
@@ -422,8 +422,8 @@ def _build(cfg: ScenesConfig, split: str, root: Path, progress: bool | None) -> 
         for s in range(0, n, step)
     ]
     todo = [j for j in jobs if not Path(j[-1]).exists()]
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"render scenes [{split}]",
-               unit="shard", disable=None if progress is None else not progress)
+    bar = progress_bar(total=len(jobs), initial=len(jobs) - len(todo), desc=f"render scenes [{split}]",
+               unit="shard", enabled=progress is None or bool(progress))
     workers = min(cfg.workers, len(todo))
     if workers <= 0:
         for j in todo:

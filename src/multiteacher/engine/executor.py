@@ -29,9 +29,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tqdm.auto import tqdm
-
 from multiteacher.errors import UserError
+from multiteacher.progress import progress as progress_bar
 
 Backend = Literal["inline", "process", "ray"]
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -318,7 +317,7 @@ def run_jobs(
         for j in jobs:
             fn_ref(j.fn, allow_main=backend != "ray")  # fail early, in one line, on lambdas
     results: dict[str, JobResult] = {}
-    bar = tqdm(total=len(jobs), desc=f"jobs ({backend})", disable=None if progress else True)
+    bar = progress_bar(total=len(jobs), desc=f"jobs ({backend})", enabled=bool(progress))
 
     def finish(res: JobResult) -> None:
         results[res.id] = res

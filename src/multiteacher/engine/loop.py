@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import Field
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from multiteacher.config import StrictModel
 from multiteacher.engine.checkpoint import FitCheckpoints
@@ -47,6 +46,7 @@ from multiteacher.engine.sampling import (
 from multiteacher.engine.setup import set_rng_state
 from multiteacher.errors import ConfigError
 from multiteacher.killpoints import killpoint
+from multiteacher.progress import progress
 
 if TYPE_CHECKING:
     from multiteacher.engine.context import FitContext
@@ -348,7 +348,7 @@ class _Fit:
                     float(v.detach().mean()) if torch.is_tensor(v) else float(v) for k, v in logs.items()}
             vals["train/lr"] = self.scheduler.get_last_lr()[0]
             if not pbar.disable:
-                pbar.set_postfix(loss=f"{loss_value:.4f}")
+                pbar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)  # shown at the next redraw
             self.ctx.log(vals, step=s.step, sync=False, fit=self.name)
 
     def evaluate(self) -> dict[str, float]:
@@ -407,8 +407,8 @@ class _Fit:
     def train(self, step: _StepRunner) -> None:
         """Epochs of optimisation steps until `max_steps` (or early stopping)."""
         self.stop = False
-        pbar = tqdm(total=self.cfg.max_steps, initial=self.state.step, desc=f"fit {self.name}", unit="step",
-                    disable=None if self.fabric.global_rank == 0 else True, leave=False)
+        pbar = progress(total=self.cfg.max_steps, initial=self.state.step, desc=f"fit {self.name}", unit="step",
+                    enabled=self.fabric.global_rank == 0, leave=False)
         done = False
         while self.state.step < self.cfg.max_steps and not done:
             for batch in self.batches():

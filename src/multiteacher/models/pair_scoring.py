@@ -419,7 +419,7 @@ class PairRunner:
                  progress: bool = False) -> np.ndarray:
         """Scores `(N,)` of N (query, passage) pairs, or embeddings `(N, H)` of N texts (`passages=None`),
         float32, in input order (`progress`: a progress bar over the batches)."""
-        from tqdm import tqdm
+        from multiteacher.progress import progress as progress_bar
 
         if not queries:
             return np.zeros((0,), dtype=np.float32)
@@ -428,7 +428,7 @@ class PairRunner:
         if self._run is None:
             self._run = self._choose(enc, batches)
         out: np.ndarray | None = None
-        for idx in tqdm(batches, desc="score", disable=None if progress else True, leave=False):
+        for idx in progress_bar(batches, desc="score", enabled=progress, leave=False):
             got = self._run(pad_batch(enc, idx, self.pad_id))
             if out is None:
                 out = np.zeros((len(queries), *got.shape[1:]), dtype=np.float32)

@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from multiteacher.data.registry import resolve_cache_dir, resolve_data_dir
 from multiteacher.errors import DataError, UserError
 from multiteacher.io import TMP_MARK, atomic_open, atomic_write_json, sha256_file
 from multiteacher.killpoints import killpoint
+from multiteacher.progress import progress as progress_bar
 
 FORMAT_VERSION = 1
 SUBDIR = "teacher-outputs"
@@ -390,7 +390,7 @@ class TeacherCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_header()
         todo = [s for s in own if not self.shard_ok(s, checksum)]
-        for s in tqdm(todo, desc=f"teacher cache {self.key[:8]} rank {rank}", disable=None if progress else True):
+        for s in progress_bar(todo, desc=f"teacher cache {self.key[:8]} rank {rank}", enabled=bool(progress)):
             rows = self.shard_rows(s)
             outs = []
             for b in range(rows.start, rows.stop, bs):
