@@ -39,7 +39,7 @@ def test_log_writer_lines_after_the_quiet_interval() -> None:
     writer.write("\r")  # tqdm clearing a line
     now[0] = 170.0
     writer.write("\rx: 100%|#####| 9/9 [01:10<00:00, 0.13it/s]")
-    writer.write("\rx: 100%|#####| 9/9 [01:10<00:00, 0.12it/s]")  # close() redraws the last count
+    writer.write("\rx: 100%|####| 9/9 [01:10<00:00, 0.128it/s]")  # close() redraws the last count (narrower bar)
     assert log.getvalue() == ("x:  44%|##   | 4/9 [00:31<00:39, 0.13it/s, loss=0.5]\n"
                               "x: 100%|#####| 9/9 [01:10<00:00, 0.13it/s]\n")
 

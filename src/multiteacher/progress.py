@@ -39,7 +39,8 @@ class _LineWriter:
         if self.clock() < self.quiet_until:
             return len(text)
         line = text.replace("\r", "").strip()
-        count = line.split(" [", 1)[0]  # "desc: 40%|####  | 4/10" without the timing
+        head, _, rest = line.partition("|")  # "desc:  40%" | "####  " | " 4/10 [00:05<00:07, ...]"
+        count = head + "|" + rest.rpartition("|")[2].split(" [", 1)[0]  # no bar (its width varies), no timing
         if line and count != self.last_count:  # close() redraws the last count: once is enough
             self.stream.write(line + "\n")
             self.last_count = count
