@@ -98,8 +98,9 @@ def _seed_mean(entries: list[dict[str, Any]], measure: str) -> dict[str, float]:
     return {q: statistics.mean(p[q] for p in per) for q in qids}
 
 
-def build(groups: dict[str, list[dict[str, Any]]], key: str) -> dict[str, Any]:
-    """Rows and tests for the levers (label -> runs) on one test set key (`<set>` or `<set>@<first stage>`)."""
+def build(groups: dict[str, list[dict[str, Any]]], key: str, vs: str | None = None) -> dict[str, Any]:
+    """Rows and tests for the levers (label -> runs) on one test set key (`<set>` or `<set>@<first stage>`);
+    with `vs` (a label) also each other lever against that lever (same variant, seed-averaged per query)."""
     from multiteacher.stats import holm, paired_randomization_test
 
     first = next(iter(groups.values()))[0]
@@ -128,23 +129,30 @@ def build(groups: dict[str, list[dict[str, Any]]], key: str) -> dict[str, Any]:
                     res = paired_randomization_test(_seed_mean(entries, meas), _per_query(base, meas), seed=0)
                     tests[(name, ref, meas)] = (statistics.mean(row[f"test/{meas}"]) - base["mean"][meas],
                                                 res.p_value)
+            if vs is not None and label != vs:
+                other = [{**r, **r["tests"][key]}[system] for r in groups[vs]]
+                for meas in MEASURES:
+                    mine, theirs = _seed_mean(entries, meas), _seed_mean(other, meas)
+                    res = paired_randomization_test(mine, theirs, seed=0)
+                    delta = statistics.mean(mine[q] - theirs[q] for q in sorted(set(mine) & set(theirs)))
+                    tests[(name, vs + suffix, meas)] = (delta, res.p_value)
             rows.append(row)
     holm_p: dict[tuple[str, str, str], float] = {}
-    for ref in (fs_name, "teacher:minilm"):
+    for ref in (fs_name, "teacher:minilm", *((vs, vs + " + first stage") if vs else ())):
         for meas in MEASURES:
             keys = [k for k in tests if k[1] == ref and k[2] == meas]
             if keys:
                 holm_p.update(zip(keys, holm([tests[k][1] for k in keys])))
     refs = {name: e["mean"] for name, e in first["tests"][key]["refs"].items()}
     return {"first_stage": fs_name, "test_set": key.split("@", 1)[0], "rows": rows, "refs": refs,
-            "val_refs": first["val_refs"],
+            "val_refs": first["val_refs"], "vs": vs,
             "tests": [{"label": k[0], "vs": k[1], "measure": k[2], "delta": v[0], "p": v[1], "p_holm": holm_p[k]}
                       for k, v in tests.items()]}
 
 
 def markdown(table: dict[str, Any]) -> str:
     """One levers table (one test set and first stage) as markdown."""
-    fs = table["first_stage"]
+    fs, vs = table["first_stage"], table.get("vs")
     lines = [
         f"## Test {table['test_set']}, candidates: {fs} top-100",
         "",
@@ -153,16 +161,20 @@ def markdown(table: dict[str, Any]) -> str:
         "weight a picked on validation (`eval.interpolate`). Δ / p: paired randomisation test (10,000 sign flips, "
         f"seed 0) of the student's per-query values (averaged over seeds) against `{fs}` and against the MiniLM "
         "bi-encoder on the same candidates; "
-        "p Holm-corrected over the levers, per reference and measure.",
+        "p Holm-corrected over the levers, per reference and measure."
+        + (f" `Δ vs {vs}`: the same test of each lever against `{vs}` (its seed-averaged per-query values, the "
+           "same variant: student against student, mixed against mixed)." if vs else ""),
         "",
         "| lever | seeds | best val nDCG@10 | best step | test nDCG@10 | test RR@10 | test AP | Δ nDCG vs "
-        f"{fs} (p Holm) | Δ nDCG vs MiniLM (p Holm) | train wall s (shared CPU) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"{fs} (p Holm) | Δ nDCG vs MiniLM (p Holm) |" + (f" Δ nDCG vs {vs} (p Holm) |" if vs else "")
+        + " train wall s (shared CPU) |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if vs else "") + "---|",
     ]
     by = {(t["label"], t["vs"], t["measure"]): t for t in table["tests"]}
     for r in table["rows"]:
         cells = []
-        for ref in (fs, "teacher:minilm"):
+        suffix = " + first stage" if r.get("alpha") else ""
+        for ref in (fs, "teacher:minilm", *((vs + suffix,) if vs else ())):
             t = by.get((r["label"], ref, "nDCG@10"))
             cells.append("—" if t is None else f"{t['delta']:+.3f} ({_p(t['p_holm'])})")
         val = [v for v in r["val_best"] if v is not None]
@@ -171,7 +183,7 @@ def markdown(table: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | {len(r['seeds'])} | {_mean_std(val) if val else '—'} | "
             f"{', '.join(str(int(s)) for s in r['best_step'] if s is not None)} | {_mean_std(r['test/nDCG@10'])} | "
-            f"{_mean_std(r['test/RR(rel=2)@10'])} | {_mean_std(r['test/AP(rel=2)'])} | {cells[0]} | {cells[1]} | "
+            f"{_mean_std(r['test/RR(rel=2)@10'])} | {_mean_std(r['test/AP(rel=2)'])} | {' | '.join(cells)} | "
             f"{round(statistics.mean(secs)) if secs else '—'} |"
         )
     lines += ["", "Reference systems (same candidates, no training; validation = the committed validation queries):",
@@ -215,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("runs", nargs="+", help="LABEL=RUN_DIR (repeat a label for more seeds)")
     ap.add_argument("--out", default=str(HERE), help="output folder (default: next to this script)")
     ap.add_argument("--title", default="Levers of the rerank student", help="heading of the markdown file")
+    ap.add_argument("--vs", default=None, help="a LABEL: also test every other lever against it")
     args = ap.parse_args(argv)
     groups: dict[str, list[dict[str, Any]]] = {}
     for item in args.runs:
@@ -223,10 +236,12 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{item!r}: give LABEL=RUN_DIR")
         groups.setdefault(label, []).append(load_run(Path(path)))
     keys = sorted(set.intersection(*(set(r["tests"]) for runs in groups.values() for r in runs)))
-    tables = [build(groups, key) for key in keys]
+    if args.vs is not None and args.vs not in groups:
+        raise SystemExit(f"--vs {args.vs!r}: no such label; the labels are {sorted(groups)}")
+    tables = [build(groups, key, args.vs) for key in keys]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    opts = "".join(f" --{k} '{v}'" for k, v in (("out", args.out), ("title", args.title))
+    opts = "".join(f" --{k} '{v}'" for k, v in (("out", args.out), ("title", args.title), ("vs", args.vs))
                    if v != ap.get_default(k))
     command = "python results/rerank/levers/make_table.py" + opts + " " + " ".join(f"'{x}'" for x in args.runs)
     from multiteacher.io import atomic_write_json, atomic_write_text
