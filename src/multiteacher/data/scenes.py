@@ -423,7 +423,7 @@ def _build(cfg: ScenesConfig, split: str, root: Path, progress: bool | None) -> 
     ]
     todo = [j for j in jobs if not Path(j[-1]).exists()]
     bar = progress_bar(total=len(jobs), initial=len(jobs) - len(todo), desc=f"render scenes [{split}]",
-               unit="shard", enabled=progress is None or bool(progress))
+                       unit="shard", enabled=progress is None or bool(progress))
     workers = min(cfg.workers, len(todo))
     if workers <= 0:
         for j in todo:

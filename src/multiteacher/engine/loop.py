@@ -408,7 +408,7 @@ class _Fit:
         """Epochs of optimisation steps until `max_steps` (or early stopping)."""
         self.stop = False
         pbar = progress(total=self.cfg.max_steps, initial=self.state.step, desc=f"fit {self.name}", unit="step",
-                    enabled=self.fabric.global_rank == 0, leave=False)
+                         enabled=self.fabric.global_rank == 0, leave=False)
         done = False
         while self.state.step < self.cfg.max_steps and not done:
             for batch in self.batches():
