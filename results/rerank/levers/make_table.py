@@ -82,9 +82,10 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 
 
 def _mean_std(xs: list[float]) -> str:
-    if len(xs) == 1:
-        return f"{xs[0]:.3f}"
-    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
+    from multiteacher.report import mean_std
+
+    mean, std, n = mean_std(xs)
+    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"
 
 
 def _p(p: float) -> str:

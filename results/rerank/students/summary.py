@@ -10,9 +10,8 @@ levers.json`: MarginMSE and DistillRankNet over seeds, their references and pair
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +23,24 @@ NAMES = {"bm25": "BM25", "splade-pp-ed": "SPLADE++", "median_rank": "median rank
 MARGIN, LISTWISE = "MarginMSE, +10k MS MARCO", "DistillRankNet, +10k MS MARCO"
 
 
+def _levers_script() -> Any:
+    """results/rerank/levers/make_table.py as a module: its number formats, so both tables read alike."""
+    spec = importlib.util.spec_from_file_location("levers_make_table", RERANK / "levers" / "make_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_LEVERS = _levers_script()
+
+
 def _fmt(xs: list[float]) -> str:
-    if len(xs) == 1:
-        return f"{xs[0]:.3f} (1)"
-    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f} ({len(xs)})"
-
-
-def _p(p: float) -> str:
-    return f"{p:.3f}" if p >= 0.001 else "< .001"
+    return f"{_LEVERS._mean_std(xs)} ({len(xs)})"
 
 
 def _test(table: dict[str, Any], label: str, vs: str) -> str:
     t = next(x for x in table["tests"] if (x["label"], x["vs"], x["measure"]) == (label, vs, "nDCG@10"))
-    return f"{t['delta']:+.3f} ({_p(t['p_holm'])})"
+    return f"{t['delta']:+.3f} ({_LEVERS._p(t['p_holm'])})"
 
 
 def rows() -> list[str]:
@@ -66,7 +70,7 @@ def rows() -> list[str]:
     return out
 
 
-def main() -> str:
+def main() -> None:
     head = [
         "# Issue 17's students in one table",
         "",
@@ -89,8 +93,7 @@ def main() -> str:
 
     atomic_write_text(HERE / "summary.md", text)
     print(text)
-    return text
 
 
 if __name__ == "__main__":
-    sys.exit(main() and None)
+    main()
