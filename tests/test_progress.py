@@ -12,6 +12,7 @@ from torch.utils.data import TensorDataset
 
 from multiteacher.config import RecipeConfig
 from multiteacher.engine.loop import FitConfig, fit
+from multiteacher.errors import UserError
 from multiteacher.progress import _LineWriter, progress
 from multiteacher.runs import RunContext
 
@@ -84,3 +85,10 @@ def test_fit_in_a_log_file_reports_its_steps(tmp_path: Path, monkeypatch: pytest
     fit_lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("fit lin:")]
     assert [ln.split(" [")[0].split("| ")[-1] for ln in fit_lines] == ["0/4", "1/4", "2/4", "3/4", "4/4"]
     assert "loss=" in fit_lines[-1]
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "nan"])
+def test_bad_interval_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("MULTITEACHER_PROGRESS_INTERVAL", value)
+    with pytest.raises(UserError, match=rf"^MULTITEACHER_PROGRESS_INTERVAL='{value}': give the seconds"):
+        progress(range(3), file=io.StringIO())

@@ -18,6 +18,8 @@ from typing import Any, TextIO
 from tqdm import autonotebook as _autonotebook
 from tqdm.std import tqdm as _std_tqdm
 
+from multiteacher.errors import UserError
+
 __all__ = ["progress"]
 
 _DEFAULT_INTERVAL_S = 30.0
@@ -58,12 +60,15 @@ def _is_tty(stream: Any) -> bool:
 
 
 def _interval_s() -> float:
-    raw = os.environ.get("MULTITEACHER_PROGRESS_INTERVAL", "")
+    raw = os.environ.get("MULTITEACHER_PROGRESS_INTERVAL", "").strip()
     try:
         value = float(raw) if raw else _DEFAULT_INTERVAL_S
     except ValueError:
-        return _DEFAULT_INTERVAL_S
-    return value if value >= 0 else _DEFAULT_INTERVAL_S
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise UserError(f"MULTITEACHER_PROGRESS_INTERVAL={raw!r}: give the seconds between progress lines "
+                        "as a number >= 0 (or unset it for 30)")
+    return value
 
 
 def progress(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -> _std_tqdm:
@@ -90,5 +95,6 @@ def progress(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -> _s
         return _std_tqdm(iterable, file=stream, **kwargs)
     kwargs["leave"] = True  # the final count is the line a log most needs
     interval = _interval_s()
-    return _std_tqdm(iterable, file=_LineWriter(stream, interval), mininterval=interval, maxinterval=max(interval, 1.0),
-                     ascii=True, ncols=100, **kwargs)
+    # maxinterval >= mininterval: tqdm's monitor thread otherwise forces a redraw every maxinterval (10 s)
+    return _std_tqdm(iterable, file=_LineWriter(stream, interval), mininterval=interval,
+                     maxinterval=max(interval, 1.0), ascii=True, ncols=100, **kwargs)
